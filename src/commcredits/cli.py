@@ -1,0 +1,84 @@
+"""The `commcredits` command: serve, migrate, demo, verify-ledger."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+
+import typer
+from rich.console import Console
+
+from commcredits.config import Settings
+
+app = typer.Typer(
+    add_completion=False, help="Prepaid credits and online charging for PSTN minutes."
+)
+console = Console()
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on"),
+    port: int = typer.Option(8000, help="Port to listen on"),
+) -> None:
+    """Serve the API and the admin center (migrates the database first)."""
+    import uvicorn
+
+    from commcredits.api.app import create_app
+
+    settings = Settings.from_env()
+    if not os.environ.get("COMMCREDITS_OPERATOR_TOKEN"):
+        console.print(
+            "[yellow]COMMCREDITS_OPERATOR_TOKEN is not set: the operator API is locked "
+            "with a random token nobody knows.[/yellow]"
+        )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to the newest revision."""
+    from commcredits.store.db import make_engine
+    from commcredits.store.migrate import upgrade
+
+    settings = Settings.from_env()
+    upgrade(make_engine(settings.database_url))
+    console.print("database is at the newest revision")
+
+
+@app.command()
+def demo(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on"),
+    port: int = typer.Option(8000, help="Port to listen on"),
+    serve_it: bool = typer.Option(True, "--serve/--no-serve", help="Serve after seeding"),
+) -> None:
+    """Create the embedded database with the sample catalog and a demo tenant, then serve."""
+    import uvicorn
+
+    from commcredits.api.app import create_app
+    from commcredits.services.demo import seed
+
+    token = os.environ.get("COMMCREDITS_OPERATOR_TOKEN") or "op_" + secrets.token_urlsafe(24)
+    os.environ["COMMCREDITS_OPERATOR_TOKEN"] = token
+    settings = Settings.from_env()
+    application = create_app(settings)
+    result = seed(application.state.ctx)
+    url = f"http://{host}:{port}"
+    console.print(f"[bold]commcredits demo[/bold] at {url}  (admin center: {url}/)")
+    console.print(f"database:              {settings.database_url}")
+    console.print(f"operator token:        {token}")
+    console.print(f"demo tenant:           {result['tenant_id']}")
+    console.print(f"billing admin token:   {result['billing_admin_token']}")
+    console.print(f"global admin token:    {result['global_admin_token']}")
+    console.print(f"charging token:        {result['charging_token']}")
+    console.print(
+        f'try: curl -H "Authorization: Bearer {token}" {url}/v1/tenants/{result["tenant_id"]}'
+    )
+    sys.stdout.flush()
+    if serve_it:
+        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    app()
