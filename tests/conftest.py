@@ -82,3 +82,19 @@ def engine(app: Any) -> Any:
 
 def sqlalchemy_of(url: str) -> str:
     return sqlalchemy_url(url)
+
+
+@pytest.fixture(scope="session")
+def live_server(backend_url: str) -> Iterator[Any]:
+    """A real `commcredits serve` process on the session's database."""
+    from tests.support.server import ServerProcess
+
+    server = ServerProcess(
+        database_url=backend_url,
+        operator_token=OPERATOR_TOKEN,
+        extra_env={"COMMCREDITS_BACKGROUND_WORKERS": "0"},
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()

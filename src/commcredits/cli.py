@@ -80,5 +80,22 @@ def demo(
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 
+@app.command("verify-ledger")
+def verify_ledger_command() -> None:
+    """Recompute every balance from the ledger; exit 1 on any difference."""
+    from commcredits.services.verify import verify_ledger
+    from commcredits.store.db import make_engine
+
+    settings = Settings.from_env()
+    report = verify_ledger(make_engine(settings.database_url))
+    for problem in report.problems:
+        console.print(f"[red]{problem}[/red]")
+    console.print(
+        f"checked {report.tenants_checked} tenants, {report.transactions_checked} ledger lines: "
+        + ("[green]ok[/green]" if report.ok else f"[red]{len(report.problems)} problems[/red]")
+    )
+    raise typer.Exit(0 if report.ok else 1)
+
+
 if __name__ == "__main__":
     app()

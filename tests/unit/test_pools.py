@@ -108,7 +108,9 @@ def test_month_bounds_agree_with_month_of(year: int, month_number: int, zone: st
     assert month_of(end, zone) != month
     assert timedelta(days=27) < end - start < timedelta(days=32)
     # Months tile time: one ends where the next begins.
-    next_month = f"{year + 1:04d}-01" if month_number == 12 else f"{year:04d}-{month_number + 1:02d}"
+    next_month = (
+        f"{year + 1:04d}-01" if month_number == 12 else f"{year:04d}-{month_number + 1:02d}"
+    )
     assert month_bounds(next_month, zone)[0] == end
 
 

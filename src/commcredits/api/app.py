@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
-from commcredits.api import errors, metrics, routes_catalog, routes_directory, routes_health
+from commcredits.adapters.payments import get_provider
+from commcredits.api import (
+    errors,
+    metrics,
+    routes_catalog,
+    routes_credits,
+    routes_directory,
+    routes_health,
+)
 from commcredits.api.context import AppContext
 from commcredits.config import Settings
 from commcredits.services.catalog import Catalog
+from commcredits.services.workers import Worker, Workers
 from commcredits.store.db import make_engine
 from commcredits.store.migrate import upgrade
 
@@ -21,10 +31,16 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     if migrate:
         upgrade(engine)
     ctx = AppContext(settings=settings, engine=engine, catalog=Catalog(engine))
+    ctx.services["payments"] = payment_provider(settings)
+
+    workers = background_workers(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settings.background_workers:
+            workers.start()
         yield
+        workers.stop()
         engine.dispose()
 
     app = FastAPI(
@@ -39,4 +55,30 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(routes_health.router)
     app.include_router(routes_directory.router)
     app.include_router(routes_catalog.router)
+    app.include_router(routes_credits.router)
     return app
+
+
+def payment_provider(settings: Settings) -> Any:
+    if settings.payment_provider == "stripe":
+        return get_provider(
+            "stripe", api_key=settings.stripe_api_key or "", api_base=settings.stripe_api_base
+        )
+    return get_provider(settings.payment_provider)
+
+
+def background_workers(ctx: AppContext) -> Workers:
+    from commcredits.services import funding
+    from commcredits.services.account_events import recharge_wakeup
+
+    provider = ctx.services["payments"]
+    return Workers(
+        [
+            Worker(
+                "recharge",
+                lambda: funding.resolve_pending(ctx.engine, provider),
+                wakeup=recharge_wakeup,
+                poll_seconds=0.5,
+            ),
+        ]
+    )

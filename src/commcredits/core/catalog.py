@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ MAX_DECK_ROWS = 1_000_000
 MAX_PREFIX_DIGITS = 15
 MAX_DESTINATION_CHARS = 200
 MIN_INCREMENT_SECONDS = 1
+# RateIndex buckets numbers by their first digits; 3 keeps at most ~1,110
+# buckets per table while most country codes fit inside a bucket.
+STEM_DIGITS = 3
 
 CALLING_PLAN_SKUS = ("calling_plan_domestic", "calling_plan_international")
 # 1,000,000 minutes is almost two years of talk per license per month: far
@@ -211,36 +215,40 @@ def replace_decks(current: Sequence[RateRow], upload: Sequence[RateRow]) -> list
 class RateIndex:
     """Longest-prefix rate lookup over a deck.
 
-    One dict per (service, currency, dialled number type), keyed by prefix.
-    The number-type fallback (own type first, then `any`, at each prefix) is
-    resolved when the index is built, so a lookup is at most one probe per
-    prefix length: no more than 15 dict probes, usually far fewer since the
-    walk starts at the longest prefix the deck holds.
+    One table per (service, currency, dialled number type). The number-type
+    fallback (own type first, then `any`, at each prefix) is resolved when
+    the index is built, so each prefix needs one dict probe. Numbers are
+    also bucketed by their first STEM_DIGITS digits: the bucket holds the
+    answer among prefixes no longer than the stem, and the lengths of the
+    longer prefixes that start with it. Most destinations have no prefix
+    longer than their country code, so most lookups are two probes; none
+    is more than 1 + (15 - STEM_DIGITS).
     """
 
-    __slots__ = ("_longest_prefix_digits", "_pairs", "_rows", "_tables")
+    __slots__ = ("_pairs", "_rows", "_tables")
 
     def __init__(self, rows: Iterable[RateRow]) -> None:
         self._rows: tuple[RateRow, ...] = tuple(rows)
         exact: dict[tuple[str, str, str], dict[str, RateRow]] = {}
-        self._longest_prefix_digits: dict[tuple[str, str], int] = {}
+        pairs: set[tuple[str, str]] = set()
         for row in self._rows:
-            pair = (row.service, row.currency)
-            self._longest_prefix_digits[pair] = max(
-                len(row.prefix), self._longest_prefix_digits.get(pair, 0)
-            )
+            pairs.add((row.service, row.currency))
             by_prefix = exact.setdefault((row.service, row.currency, row.number_type), {})
             # Two rows for one key would make the answer depend on row order.
             assert row.prefix not in by_prefix, ("duplicate rate row", row)
             by_prefix[row.prefix] = row
-        self._pairs = frozenset(self._longest_prefix_digits)
-        self._tables: dict[tuple[str, str, str], dict[str, RateRow]] = {}
+        self._pairs = frozenset(pairs)
+        self._tables: dict[tuple[str, str, str], _PrefixTable] = {}
         for service, currency in self._pairs:
             any_rows = exact.get((service, currency, "any"), {})
+            # toll_free and other are not deck types: only `any` rows match them.
+            any_only = _prefix_table(any_rows)
             for dialled_type in DIALLED_NUMBER_TYPES:
-                # toll_free and other are not deck types: `exact` has none of them.
-                table = dict(any_rows)
-                table.update(exact.get((service, currency, dialled_type), {}))
+                own_rows = exact.get((service, currency, dialled_type))
+                if own_rows is None:
+                    table = any_only
+                else:
+                    table = _prefix_table({**any_rows, **own_rows})
                 self._tables[(service, currency, dialled_type)] = table
 
     def lookup(self, service: str, currency: str, digits: str, number_type: str) -> RateRow | None:
@@ -257,14 +265,25 @@ class RateIndex:
             return None  # no deck for this service and currency
         if digits[:1] == "+":
             digits = digits[1:]
-        # Digits past the deck's longest prefix cannot change the answer.
-        longest = min(len(digits), self._longest_prefix_digits[(service, currency)])
-        get = table.get
-        for length in range(longest, 0, -1):
+        stems, by_prefix = table
+        get = by_prefix.get
+        if len(digits) < STEM_DIGITS:
+            for length in range(len(digits), 0, -1):
+                row = get(digits[:length])
+                if row is not None:
+                    return row
+            return None
+        stem = stems.get(digits[:STEM_DIGITS])
+        if stem is None:
+            return None
+        row_within_stem, longer_lengths = stem
+        # A length past the end of `digits` probes `digits` itself: still a
+        # prefix of the number, and the longest one, so a hit is right.
+        for length in longer_lengths:
             row = get(digits[:length])
             if row is not None:
                 return row
-        return None
+        return row_within_stem
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -276,6 +295,40 @@ class RateIndex:
     def services_and_currencies(self) -> set[tuple[str, str]]:
         """The (service, currency) pairs that have a deck."""
         return set(self._pairs)
+
+
+# The row among prefixes of at most STEM_DIGITS digits, and the lengths,
+# longest first, of the longer prefixes that start with the stem.
+_StemEntry = tuple[RateRow | None, tuple[int, ...]]
+# (entries by stem, rows by prefix) for one service, currency and dialled type.
+_PrefixTable = tuple[dict[str, _StemEntry], dict[str, RateRow]]
+
+
+def _prefix_table(row_by_prefix: dict[str, RateRow]) -> _PrefixTable:
+    short_rows = {
+        prefix: row for prefix, row in row_by_prefix.items() if len(prefix) <= STEM_DIGITS
+    }
+    longer_lengths: dict[str, set[int]] = {}
+    for prefix in row_by_prefix:
+        if len(prefix) > STEM_DIGITS:
+            longer_lengths.setdefault(prefix[:STEM_DIGITS], set()).add(len(prefix))
+    stems = set(longer_lengths)
+    for prefix in short_rows:
+        # A short prefix answers for every stem it begins: at most 10**(STEM_DIGITS - 1) each.
+        for tail in itertools.product("0123456789", repeat=STEM_DIGITS - len(prefix)):
+            stems.add(prefix + "".join(tail))
+    entries: dict[str, _StemEntry] = {}
+    for stem in stems:
+        row_within_stem = None
+        for length in range(STEM_DIGITS, 0, -1):
+            row_within_stem = short_rows.get(stem[:length])
+            if row_within_stem is not None:
+                break
+        entries[stem] = (
+            row_within_stem,
+            tuple(sorted(longer_lengths.get(stem, ()), reverse=True)),
+        )
+    return entries, row_by_prefix
 
 
 def _columns_from_header(header: Sequence[str]) -> dict[str, int]:

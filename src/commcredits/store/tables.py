@@ -245,10 +245,13 @@ purchases = Table(
     Column("provider_reference", String(300)),
     Column("ledger_seq", BigInteger),
     Column("attempts", Integer, nullable=False),
+    # A lease: the process resolving a pending purchase holds it until then.
+    Column("claim_expires_at", TS),
+    Column("actor", String(300), nullable=False),
     Column("created_at", TS, nullable=False),
     Column("completed_at", TS),
     PrimaryKeyConstraint("tenant_id", "id"),
-    Index("ix_purchases_status", "status"),
+    Index("ix_purchases_status", "status", "kind"),
 )
 
 # --- charging -------------------------------------------------------------------

@@ -35,6 +35,8 @@ class Money(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = Decimal(value)
         if not isinstance(value, Decimal):
             raise TypeError(f"money must be a Decimal, not {type(value).__name__}")
         scaled = value * _SCALE_FACTOR

@@ -2,13 +2,13 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 17:09:44.015807
+Create Date: 2026-11-25 17:16:42.826184
 """
 
-import sqlalchemy as sa
 from alembic import op
-
+import sqlalchemy as sa
 import commcredits.store.types
+
 
 revision = '0001'
 down_revision = None
@@ -200,12 +200,14 @@ def upgrade() -> None:
     sa.Column('provider_reference', sa.String(length=300), nullable=True),
     sa.Column('ledger_seq', sa.BigInteger(), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('claim_expires_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('actor', sa.String(length=300), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('tenant_id', 'id', name=op.f('pk_purchases'))
     )
     with op.batch_alter_table('purchases', schema=None) as batch_op:
-        batch_op.create_index('ix_purchases_status', ['status'], unique=False)
+        batch_op.create_index('ix_purchases_status', ['status', 'kind'], unique=False)
 
     op.create_table('rate_rows',
     sa.Column('service', sa.String(length=32), nullable=False),
