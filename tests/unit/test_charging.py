@@ -154,7 +154,9 @@ def test_user_in_is_never_charged(party: Party | None) -> None:
 @pytest.mark.parametrize(
     ("usage_location", "to"), [("US", US_FIXED), ("GB", GB_FIXED), ("GB", GG_MOBILE)]
 )
-def test_domestic_call_draws_the_domestic_pool(plan: str, usage_location: str, to: NumberInfo) -> None:
+def test_domestic_call_draws_the_domestic_pool(
+    plan: str, usage_location: str, to: NumberInfo
+) -> None:
     route = route_call("user_out", person(usage_location, plan), to, included_zone=ZONE)
     assert route == Route(
         pool_kind="domestic", pool_country=usage_location, rate_service="outbound"
@@ -167,9 +169,10 @@ def test_domestic_pool_call_without_credits_lasts_the_pool() -> None:
 
 
 def test_domestic_pool_call_with_credits_may_continue_on_credits() -> None:
-    # A pool-started call pays no connect fee: 100.00 / 0.60 = 166 min 40 s past the pool.
+    # A pool-started call pays no connect fee: 100.00 / 0.60 per minute buys 10000 s
+    # past the pool; 600 + 10000 = 10600 s, down to a whole minute: 10560 s.
     decision = call("user_out", person("US", DOMESTIC, CREDITS), US_FIXED, pool_seconds=600)
-    assert decision == credits_decision(max_duration_seconds=600 + 9960, pool_seconds=600)
+    assert decision == credits_decision(max_duration_seconds=10560, pool_seconds=600)
 
 
 def test_domestic_pool_exhausted_goes_to_credits() -> None:
@@ -188,14 +191,17 @@ def test_domestic_pool_exhausted_without_credits_license() -> None:
 @pytest.mark.parametrize(
     ("usage_location", "to"), [("US", JM_MOBILE), ("US", GB_FIXED), ("GB", US_FIXED)]
 )
-def test_international_plan_draws_the_international_pool(usage_location: str, to: NumberInfo) -> None:
+def test_international_plan_draws_the_international_pool(
+    usage_location: str, to: NumberInfo
+) -> None:
     route = route_call("user_out", person(usage_location, INTERNATIONAL), to, included_zone=ZONE)
     assert route == Route(
         pool_kind="international", pool_country=usage_location, rate_service="outbound"
     )
     party = person(usage_location, INTERNATIONAL, CREDITS)
+    # 300 + 10000 s bought past the pool, down to a whole minute.
     assert call("user_out", party, to, pool_seconds=300) == credits_decision(
-        300 + 9960, pool_seconds=300
+        10260, pool_seconds=300
     )
     assert call("user_out", party, to, pool_seconds=0) == credits_decision(PLENTY_SECONDS)
 
@@ -210,9 +216,7 @@ def test_domestic_plan_pays_international_calls_from_credits() -> None:
 
 
 def test_international_pool_exhausted_without_credits_license() -> None:
-    assert call("user_out", person("US", INTERNATIONAL), DE_MOBILE) == denied(
-        "no_credits_license"
-    )
+    assert call("user_out", person("US", INTERNATIONAL), DE_MOBILE) == denied("no_credits_license")
 
 
 # --- rule 4: pay as you go -----------------------------------------------------------
@@ -258,9 +262,7 @@ def test_conference_dial_out_in_zone_uses_the_pool_then_credits() -> None:
     assert call("conf_out", organizer, GB_FIXED, pool_seconds=3600) == included_only(3600, 3600)
     assert call("conf_out", organizer, GB_FIXED, pool_seconds=0) == denied("no_credits_license")
     organizer = person("US", CONFERENCING, CREDITS)
-    assert call("conf_out", organizer, GB_FIXED, pool_seconds=0) == credits_decision(
-        PLENTY_SECONDS
-    )
+    assert call("conf_out", organizer, GB_FIXED, pool_seconds=0) == credits_decision(PLENTY_SECONDS)
 
 
 def test_conference_dial_out_needs_no_calling_plan() -> None:
@@ -334,10 +336,11 @@ def test_tollfree_without_credits_license() -> None:
 
 def test_premium_numbers_are_never_in_a_pool() -> None:
     everything = person("US", DOMESTIC, INTERNATIONAL, CONFERENCING, CREDITS)
-    for call_type in ("user_out", "conf_out"):
-        route = route_call(call_type, everything, US_PREMIUM, included_zone=ZONE)  # type: ignore[arg-type]
+    call_types: tuple[CallType, ...] = ("user_out", "conf_out")
+    for call_type in call_types:
+        route = route_call(call_type, everything, US_PREMIUM, included_zone=ZONE)
         assert route.pool_kind is None
-        assert call(call_type, everything, US_PREMIUM) == credits_decision(PLENTY_SECONDS)  # type: ignore[arg-type]
+        assert call(call_type, everything, US_PREMIUM) == credits_decision(PLENTY_SECONDS)
     assert call("user_out", person("US", DOMESTIC), US_PREMIUM) == denied("no_credits_license")
 
 
@@ -403,9 +406,7 @@ def test_nce_overage_needs_a_rate() -> None:
 
 
 def test_nce_still_needs_a_calling_plan() -> None:
-    assert call("user_out", person("US", CREDITS), US_FIXED, terms=NCE) == denied(
-        "no_calling_plan"
-    )
+    assert call("user_out", person("US", CREDITS), US_FIXED, terms=NCE) == denied("no_calling_plan")
 
 
 def test_ineligible_tenant_is_denied_credits() -> None:
@@ -458,9 +459,9 @@ def test_mixed_call_max_duration_aligns_pool_plus_credits() -> None:
         "user_out", party, US_FIXED, pool_seconds=30, available=Decimal("0.90")
     ) == credits_decision(120, pool_seconds=30)
     # 0.20 buys only 20 s: 50 s is less than the first minute.
-    assert call(
-        "user_out", party, US_FIXED, pool_seconds=30, available=Decimal("0.20")
-    ) == denied("insufficient_balance")
+    assert call("user_out", party, US_FIXED, pool_seconds=30, available=Decimal("0.20")) == denied(
+        "insufficient_balance"
+    )
     # Per-second deck: 30 s of pool then 20 s of credits.
     assert call(
         "user_out", party, US_FIXED, pool_seconds=30, available=Decimal("0.20"), tariff=PER_SECOND
@@ -471,9 +472,9 @@ def test_pool_shorter_than_the_first_increment_covers_nothing_alone() -> None:
     party = person("US", DOMESTIC)
     assert call("user_out", party, US_FIXED, pool_seconds=30) == denied("no_credits_license")
     assert call("user_out", party, US_FIXED, pool_seconds=90) == included_only(60, 90)
-    assert call(
-        "user_out", party, US_FIXED, pool_seconds=30, tariff=PER_SECOND
-    ) == included_only(30, 30)
+    assert call("user_out", party, US_FIXED, pool_seconds=30, tariff=PER_SECOND) == included_only(
+        30, 30
+    )
 
 
 def test_pool_with_an_empty_balance_is_included_only() -> None:

@@ -12,6 +12,7 @@ from commcredits.adapters.payments import get_provider
 from commcredits.api import (
     errors,
     metrics,
+    routes_calls,
     routes_catalog,
     routes_credits,
     routes_directory,
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(routes_directory.router)
     app.include_router(routes_catalog.router)
     app.include_router(routes_credits.router)
+    app.include_router(routes_calls.router)
     return app
 
 
@@ -68,12 +70,13 @@ def payment_provider(settings: Settings) -> Any:
 
 
 def background_workers(ctx: AppContext) -> Workers:
-    from commcredits.services import funding
+    from commcredits.services import calls, funding
     from commcredits.services.account_events import recharge_wakeup
 
     provider = ctx.services["payments"]
     return Workers(
         [
+            Worker("sweeper", lambda: calls.sweep_expired(ctx.engine), poll_seconds=1.0),
             Worker(
                 "recharge",
                 lambda: funding.resolve_pending(ctx.engine, provider),

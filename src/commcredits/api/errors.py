@@ -34,6 +34,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "payment_method_not_found": 404,
     "call_conflict": 409,
     "invalid_rate_deck": 422,
+    "payment_provider_unavailable": 503,
 }
 
 TITLES: dict[int, str] = {

@@ -78,8 +78,8 @@ MAX_DECK_ROWS = 1_000_000
 MAX_PREFIX_DIGITS = 15
 MAX_DESTINATION_CHARS = 200
 MIN_INCREMENT_SECONDS = 1
-# RateIndex buckets numbers by their first digits; 3 keeps at most ~1,110
-# buckets per table while most country codes fit inside a bucket.
+# RateIndex buckets numbers by their first digits; 3 keeps a table's buckets
+# to at most 1,000 while most country codes fit inside one.
 STEM_DIGITS = 3
 
 CALLING_PLAN_SKUS = ("calling_plan_domestic", "calling_plan_international")
@@ -215,14 +215,14 @@ def replace_decks(current: Sequence[RateRow], upload: Sequence[RateRow]) -> list
 class RateIndex:
     """Longest-prefix rate lookup over a deck.
 
-    One table per (service, currency, dialled number type). The number-type
-    fallback (own type first, then `any`, at each prefix) is resolved when
-    the index is built, so each prefix needs one dict probe. Numbers are
-    also bucketed by their first STEM_DIGITS digits: the bucket holds the
-    answer among prefixes no longer than the stem, and the lengths of the
-    longer prefixes that start with it. Most destinations have no prefix
-    longer than their country code, so most lookups are two probes; none
-    is more than 1 + (15 - STEM_DIGITS).
+    One table per (service, currency, dialled number type), keyed by prefix.
+    The number-type fallback (own type first, then `any`, at each prefix) is
+    resolved when the index is built, so each prefix needs one dict probe.
+    Numbers are also bucketed by their first STEM_DIGITS digits: the bucket
+    holds the answer among prefixes no longer than the stem, and the
+    lengths of the longer prefixes that start with it, longest first. Most
+    destinations have no prefix past their country code, so most lookups
+    are one or two probes; none is more than 1 + (15 - STEM_DIGITS).
     """
 
     __slots__ = ("_pairs", "_rows", "_tables")
@@ -236,6 +236,7 @@ class RateIndex:
             by_prefix = exact.setdefault((row.service, row.currency, row.number_type), {})
             # Two rows for one key would make the answer depend on row order.
             assert row.prefix not in by_prefix, ("duplicate rate row", row)
+            assert row.number_type in NUMBER_TYPES and row.prefix.isdigit(), row
             by_prefix[row.prefix] = row
         self._pairs = frozenset(pairs)
         self._tables: dict[tuple[str, str, str], _PrefixTable] = {}
@@ -265,8 +266,8 @@ class RateIndex:
             return None  # no deck for this service and currency
         if digits[:1] == "+":
             digits = digits[1:]
-        stems, by_prefix = table
-        get = by_prefix.get
+        stems, row_by_prefix = table
+        get = row_by_prefix.get
         if len(digits) < STEM_DIGITS:
             for length in range(len(digits), 0, -1):
                 row = get(digits[:length])
@@ -297,8 +298,8 @@ class RateIndex:
         return set(self._pairs)
 
 
-# The row among prefixes of at most STEM_DIGITS digits, and the lengths,
-# longest first, of the longer prefixes that start with the stem.
+# Per stem: the row among prefixes of at most STEM_DIGITS digits, and the
+# lengths, longest first, of the longer prefixes that start with the stem.
 _StemEntry = tuple[RateRow | None, tuple[int, ...]]
 # (entries by stem, rows by prefix) for one service, currency and dialled type.
 _PrefixTable = tuple[dict[str, _StemEntry], dict[str, RateRow]]
@@ -314,7 +315,7 @@ def _prefix_table(row_by_prefix: dict[str, RateRow]) -> _PrefixTable:
             longer_lengths.setdefault(prefix[:STEM_DIGITS], set()).add(len(prefix))
     stems = set(longer_lengths)
     for prefix in short_rows:
-        # A short prefix answers for every stem it begins: at most 10**(STEM_DIGITS - 1) each.
+        # A short prefix answers for every stem it begins: at most 10**(STEM_DIGITS - 1).
         for tail in itertools.product("0123456789", repeat=STEM_DIGITS - len(prefix)):
             stems.add(prefix + "".join(tail))
     entries: dict[str, _StemEntry] = {}

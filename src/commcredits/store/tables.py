@@ -295,7 +295,12 @@ calls = Table(
     Column("charge", Money),
     Column("pool_seconds", Integer),
     Column("charged_seconds", Integer),
+    # Who pays past the pool: credits_allowed (credits), overage (nce), or
+    # neither (the pool alone); fixed at the start of the call.
+    Column("credits_allowed", Boolean, nullable=False),
     Column("overage", Boolean, nullable=False),
+    Column("rate_service", String(24)),
+    Column("end_reason", String(16)),  # platform | swept
     Column("ledger_seq", BigInteger),
     Column("request_hash", String(64), nullable=False),
     Column("start_response", JSON),

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 17:16:42.826184
+Create Date: 2026-11-25 17:21:08.500491
 """
 
 from alembic import op
@@ -72,7 +72,10 @@ def upgrade() -> None:
     sa.Column('charge', commcredits.store.types.Money(precision=24, scale=6), nullable=True),
     sa.Column('pool_seconds', sa.Integer(), nullable=True),
     sa.Column('charged_seconds', sa.Integer(), nullable=True),
+    sa.Column('credits_allowed', sa.Boolean(), nullable=False),
     sa.Column('overage', sa.Boolean(), nullable=False),
+    sa.Column('rate_service', sa.String(length=24), nullable=True),
+    sa.Column('end_reason', sa.String(length=16), nullable=True),
     sa.Column('ledger_seq', sa.BigInteger(), nullable=True),
     sa.Column('request_hash', sa.String(length=64), nullable=False),
     sa.Column('start_response', sa.JSON(), nullable=True),
