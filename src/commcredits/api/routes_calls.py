@@ -17,7 +17,7 @@ from commcredits.api.schemas import Body
 from commcredits.core.pools import InvalidMonth, current_month, month_bounds
 from commcredits.core.roles import Permission
 from commcredits.errors import NotFound, ValidationFailed
-from commcredits.services import calls, directory, pool_store
+from commcredits.services import calls, cdrs, directory, pool_store
 from commcredits.services.clock import now
 from commcredits.store.db import read_transaction, write_transaction
 
@@ -27,6 +27,8 @@ CALL_TYPE = Literal["user_out", "conf_out", "tollfree_in", "user_in"]
 MAX_CALL_SECONDS = 7 * 24 * 3600
 CallId = Annotated[str, Field(min_length=1, max_length=128)]
 Number = Annotated[str, Field(min_length=1, max_length=32)]
+# RFC 3339 strings arrive as JSON strings: parse them (lax) though the body is strict.
+Timestamp = Annotated[datetime, Field(strict=False)]
 
 
 class CallStart(Body):
@@ -36,7 +38,7 @@ class CallStart(Body):
     user_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     from_: Number | None = Field(None, alias="from")
     to: Number
-    started_at: datetime | None = None
+    started_at: Timestamp | None = None
 
 
 class CallUpdate(Body):
@@ -47,6 +49,21 @@ class CallUpdate(Body):
 class CallEnd(Body):
     duration_seconds: Annotated[int, Field(ge=0, le=MAX_CALL_SECONDS)]
     tenant_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+class CdrRecord(Body):
+    call_id: CallId
+    tenant_id: Annotated[str, Field(min_length=1, max_length=64)]
+    call_type: CALL_TYPE
+    user_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    from_: Number | None = Field(None, alias="from")
+    to: Number
+    started_at: Timestamp
+    duration_seconds: Annotated[int, Field(ge=0, le=MAX_CALL_SECONDS)]
+
+
+class CdrBatch(Body):
+    records: Annotated[list[Any], Field(max_length=10_000)]
 
 
 def _check_started_at(started_at: datetime | None) -> None:
@@ -155,6 +172,14 @@ def get_call(
     owner = _tenant_of_call(ctx, principal, call_id, tenant_id)
     with read_transaction(ctx.engine) as connection:
         return calls.call_view(connection, owner, call_id)
+
+
+@router.post("/cdrs", summary="Rate finished calls (offline charging)")
+def post_cdrs(body: CdrBatch, ctx: AppContext = Ctx, principal: Principal = Auth) -> dict[str, Any]:
+    require_charging(principal)
+    index, plans = ctx.catalog.current()
+    scoped = principal.tenant_id if principal.kind == "charging" else None
+    return {"results": cdrs.rate_batch(ctx.engine, body.records, index, plans, scoped)}
 
 
 # --- pools and overage (tenant readers) ----------------------------------------------------------

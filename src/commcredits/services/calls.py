@@ -112,13 +112,53 @@ def _analyse(number: str | None, region: str | None) -> NumberInfo | None:
         return None
 
 
+class Lookups:
+    """The tenant, users and licenses a start needs, read once per request or
+    per batch of records (a batch of 10,000 records names a few users)."""
+
+    def __init__(self, connection: Connection, tenant_id: str) -> None:
+        self.connection = connection
+        self.tenant_id = tenant_id
+        self.tenant = directory.require_tenant(connection, tenant_id)
+        self._users: dict[str, Any] = {}
+        self._licenses: dict[str, frozenset[str]] = {}
+        self._by_number: dict[str, Any] = {}
+
+    def user(self, user_ref: str) -> Any:
+        if user_ref not in self._users:
+            self._users[user_ref] = directory.find_user(self.connection, self.tenant_id, user_ref)
+        return self._users[user_ref]
+
+    def holder_of(self, number: str) -> Any:
+        """The user or resource account whose phone number this is."""
+        if number not in self._by_number:
+            self._by_number[number] = self.connection.execute(
+                select(t.users).where(
+                    t.users.c.tenant_id == self.tenant_id, t.users.c.phone_number == number
+                )
+            ).first()
+        return self._by_number[number]
+
+    def licenses(self, user_id: str) -> frozenset[str]:
+        if user_id not in self._licenses:
+            self._licenses[user_id] = frozenset(
+                directory.licenses_of(self.connection, self.tenant_id, user_id)
+            )
+        return self._licenses[user_id]
+
+
 def prepare(
-    connection: Connection, request: CallRequest, index: RateIndex, plans: Plans
+    connection: Connection,
+    request: CallRequest,
+    index: RateIndex,
+    plans: Plans,
+    lookups: Lookups | None = None,
 ) -> Prepared:
-    tenant = directory.require_tenant(connection, request.tenant_id)
+    lookups = lookups or Lookups(connection, request.tenant_id)
+    tenant = lookups.tenant
     user = None
     if request.user_ref is not None:
-        user = directory.find_user(connection, request.tenant_id, request.user_ref)
+        user = lookups.user(request.user_ref)
         if user is None:
             raise NotFound(
                 f"user '{request.user_ref}' was not found in tenant '{request.tenant_id}'"
@@ -128,18 +168,13 @@ def prepare(
     elif request.call_type == "tollfree_in":
         # The toll-free number is held by a resource account (auto attendant,
         # call queue); the tenant pays through it.
-        user = connection.execute(
-            select(t.users).where(
-                t.users.c.tenant_id == request.tenant_id,
-                t.users.c.phone_number == request.to_number,
-            )
-        ).first()
+        user = lookups.holder_of(request.to_number)
     party = None
     if user is not None:
         party = Party(
             kind=user.kind,
             usage_location=user.usage_location,
-            licenses=frozenset(directory.licenses_of(connection, request.tenant_id, user.id)),
+            licenses=lookups.licenses(user.id),
         )
     caller_region = user.usage_location if user is not None else tenant.country
     started_at = as_utc(request.started_at) if request.started_at else now()

@@ -1,0 +1,402 @@
+"""Offline charging: finished-call records rated in batches (API.md POST /v1/cdrs).
+
+The same core as online charging decides who pays, but a record describes a
+call that already happened: it is rated in full even when the balance does not
+cover it (the only way a balance may go below zero), and a record the rules
+refuse (no plan, no license, no rate, bad number) is ``rejected`` with that
+reason while the rest of the batch is rated.
+
+Serialisation: records are grouped by tenant; each group is one write
+transaction holding the tenant's account lock, in which duplicates are found
+(by call id), pools are read once and written once, and all ledger lines,
+entries and call rows are inserted in bulk. A batch is therefore a handful of
+statements per tenant, not a handful per record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from commcredits.core.catalog import Plans, RateIndex
+from commcredits.core.charging import decide
+from commcredits.core.ledger import COUNTER_ACCOUNT, CREDITS_ACCOUNT
+from commcredits.core.money import format_amount, round_to_minor
+from commcredits.errors import ValidationFailed
+from commcredits.services import accounts, calls, directory, pool_store
+from commcredits.services.clock import now
+from commcredits.services.ids import new_id
+from commcredits.store import tables as t
+from commcredits.store.db import read_transaction, write_transaction
+
+MAX_BATCH_RECORDS = 10_000
+MAX_RECORD_AGE = timedelta(days=400)
+MAX_FUTURE_END = timedelta(minutes=5)
+# Whatever the balance, a record is rated: the decision is asked with a
+# balance that covers any call, and the real balance is then charged.
+UNBOUNDED_AVAILABLE = Decimal(10) ** 15
+ZERO = Decimal(0)
+
+
+@dataclass
+class Outcome:
+    call_id: str
+    status: str  # rated | duplicate | rejected
+    charge: str | None = None
+    funding: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"call_id": self.call_id, "status": self.status}
+        if self.charge is not None:
+            body["charge"] = self.charge
+        if self.funding is not None:
+            body["funding"] = self.funding
+        if self.error is not None:
+            body["error"] = self.error
+        return body
+
+
+@dataclass
+class Record:
+    position: int
+    call_id: str
+    tenant_id: str
+    call_type: str
+    user_ref: str | None
+    from_number: str | None
+    to_number: str
+    started_at: datetime
+    duration_seconds: int
+
+
+@dataclass
+class _Group:
+    tenant_id: str
+    records: list[Record] = field(default_factory=list)
+
+
+def parse_records(raw_records: list[Any], outcomes: list[Outcome | None]) -> list[Record]:
+    """Validate each record on its own; a bad one is rejected, the rest go on."""
+    from commcredits.api.routes_calls import CdrRecord
+
+    records = []
+    at = now()
+    for position, raw in enumerate(raw_records):
+        call_id = raw.get("call_id") if isinstance(raw, dict) else None
+        label = call_id if isinstance(call_id, str) else f"#{position}"
+        try:
+            record = CdrRecord.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "record"
+            outcomes[position] = Outcome(label, "rejected", error=f"{where}: {first['msg']}")
+            continue
+        started = record.started_at
+        if started.tzinfo is None:
+            outcomes[position] = Outcome(
+                label, "rejected", error="started_at: give an RFC 3339 time with an offset"
+            )
+            continue
+        if started < at - MAX_RECORD_AGE:
+            outcomes[position] = Outcome(
+                label, "rejected", error="started_at: records may be at most 400 days old"
+            )
+            continue
+        if started + timedelta(seconds=record.duration_seconds) > at + MAX_FUTURE_END:
+            outcomes[position] = Outcome(
+                label, "rejected", error="the call ends more than 5 minutes in the future"
+            )
+            continue
+        records.append(
+            Record(
+                position=position,
+                call_id=record.call_id,
+                tenant_id=record.tenant_id,
+                call_type=record.call_type,
+                user_ref=record.user_id,
+                from_number=record.from_,
+                to_number=record.to,
+                started_at=started,
+                duration_seconds=record.duration_seconds,
+            )
+        )
+    return records
+
+
+def rate_batch(
+    engine: Engine,
+    raw_records: list[Any],
+    index: RateIndex,
+    plans: Plans,
+    allowed_tenant: str | None,
+) -> list[dict[str, Any]]:
+    if len(raw_records) > MAX_BATCH_RECORDS:
+        raise ValidationFailed(f"records: at most {MAX_BATCH_RECORDS} records per batch")
+    outcomes: list[Outcome | None] = [None] * len(raw_records)
+    records = parse_records(raw_records, outcomes)
+    groups: dict[str, _Group] = {}
+    for record in records:
+        if allowed_tenant is not None and record.tenant_id != allowed_tenant:
+            outcomes[record.position] = Outcome(
+                record.call_id, "rejected", error="this charging token is for another tenant"
+            )
+            continue
+        groups.setdefault(record.tenant_id, _Group(record.tenant_id)).records.append(record)
+    for group in groups.values():
+        for _ in range(3):
+            try:
+                _rate_group(engine, group, index, plans, outcomes)
+                break
+            except IntegrityError:
+                # A concurrent batch or call took one of these call ids between
+                # our duplicate check and insert: rate the group again.
+                continue
+    assert all(o is not None for o in outcomes)
+    return [o.as_dict() for o in outcomes if o is not None]
+
+
+def _rate_group(
+    engine: Engine,
+    group: _Group,
+    index: RateIndex,
+    plans: Plans,
+    outcomes: list[Outcome | None],
+) -> None:
+    # Outside the lock: the tenant, the users, number analysis and rates.
+    with read_transaction(engine) as connection:
+        if directory.get_tenant_row(connection, group.tenant_id) is None:
+            for record in group.records:
+                outcomes[record.position] = Outcome(
+                    record.call_id, "rejected", error=f"tenant '{group.tenant_id}' was not found"
+                )
+            return
+        lookups = calls.Lookups(connection, group.tenant_id)
+        tenant = lookups.tenant
+        prepared = []
+        for record in group.records:
+            request = calls.CallRequest(
+                call_id=record.call_id,
+                tenant_id=record.tenant_id,
+                call_type=record.call_type,
+                user_ref=record.user_ref,
+                from_number=record.from_number,
+                to_number=record.to_number,
+                started_at=record.started_at,
+            )
+            try:
+                prepared.append((record, calls.prepare(connection, request, index, plans, lookups)))
+            except Exception as exc:  # noqa: BLE001 - a bad record is rejected, not the batch
+                from commcredits.errors import DomainError
+
+                if not isinstance(exc, DomainError):
+                    raise
+                outcomes[record.position] = Outcome(record.call_id, "rejected", error=exc.detail)
+    terms = calls.terms_of(tenant)
+    with write_transaction(engine) as connection:
+        before = accounts.lock(connection, group.tenant_id)
+        call_ids = [record.call_id for record, _ in prepared]
+        existing = set()
+        for start in range(0, len(call_ids), 500):
+            existing.update(
+                connection.execute(
+                    select(t.calls.c.call_id).where(
+                        t.calls.c.tenant_id == group.tenant_id,
+                        t.calls.c.call_id.in_(call_ids[start : start + 500]),
+                    )
+                ).scalars()
+            )
+        pools: dict[tuple[str, str, str], list[int]] = {}  # key -> [remaining, used_delta]
+        account = before
+        ledger_rows: list[dict[str, Any]] = []
+        entry_rows: list[dict[str, Any]] = []
+        call_rows: list[dict[str, Any]] = []
+        currency = before.currency
+        at = now()
+        seen: set[str] = set()
+        for record, prep in prepared:
+            if record.call_id in existing or record.call_id in seen:
+                outcomes[record.position] = Outcome(record.call_id, "duplicate")
+                continue
+            seen.add(record.call_id)
+            route = prep.route
+            pool_key = None
+            pool_remaining = 0
+            if route.pool_kind is not None and prep.early_denial is None:
+                pool_key = (prep.month, route.pool_kind, route.pool_country or "")
+                if pool_key not in pools:
+                    remaining = pool_store.remaining(
+                        connection,
+                        group.tenant_id,
+                        pool_key[0],
+                        pool_key[1],
+                        pool_key[2],
+                        plans,
+                        tenant.timezone,
+                    )
+                    pools[pool_key] = [remaining, 0]
+                pool_remaining = pools[pool_key][0]
+            if prep.early_denial is not None:
+                decision = prep.early_denial
+            else:
+                decision = decide(
+                    route,
+                    prep.party,
+                    terms,
+                    pool_remaining_seconds=pool_remaining,
+                    tariff=calls.tariff_of(prep.rate),
+                    available=UNBOUNDED_AVAILABLE,
+                )
+            if not decision.allow:
+                outcomes[record.position] = Outcome(
+                    record.call_id, "rejected", error=decision.reason
+                )
+                continue
+            tariff = calls.tariff_of(prep.rate)
+            if decision.funding == "free":
+                pieces = calls.Split(0, 0, 0, ZERO)
+            else:
+                pieces = calls.split(record.duration_seconds, pool_remaining, tariff)
+            if pool_key is not None and pieces.pool_seconds:
+                pools[pool_key][0] -= pieces.pool_seconds
+                pools[pool_key][1] += pieces.pool_seconds
+            charge = round_to_minor(pieces.charge_exact, currency)
+            paid_by_credits = decision.credits_allowed and charge > 0
+            if not (decision.credits_allowed or decision.overage):
+                # The pool alone pays: seconds past it are recorded, not charged.
+                charge = ZERO
+            ledger_seq = None
+            if paid_by_credits:
+                seq = account.ledger_seq + 1
+                balance_after = account.balance - charge
+                ledger_rows.append(
+                    {
+                        "tenant_id": group.tenant_id,
+                        "seq": seq,
+                        "id": new_id("txn"),
+                        "at": at,
+                        "kind": "call_charge",
+                        "amount": -charge,
+                        "balance_after": balance_after,
+                        "reference": f"call {record.call_id}",
+                    }
+                )
+                entry_rows.append(
+                    {
+                        "tenant_id": group.tenant_id,
+                        "seq": seq,
+                        "account": CREDITS_ACCOUNT,
+                        "amount": -charge,
+                    }
+                )
+                entry_rows.append(
+                    {
+                        "tenant_id": group.tenant_id,
+                        "seq": seq,
+                        "account": COUNTER_ACCOUNT["call_charge"],
+                        "amount": charge,
+                    }
+                )
+                account = replace(account, balance=balance_after, ledger_seq=seq)
+                ledger_seq = seq
+            funding = _funding(decision, pieces)
+            call_rows.append(
+                _call_row(record, prep, decision, pieces, charge, funding, ledger_seq, currency)
+            )
+            outcomes[record.position] = Outcome(
+                record.call_id, "rated", charge=format_amount(charge, currency), funding=funding
+            )
+        if ledger_rows:
+            connection.execute(insert(t.ledger_transactions), ledger_rows)
+            connection.execute(insert(t.ledger_entries), entry_rows)
+        if call_rows:
+            connection.execute(insert(t.calls), call_rows)
+        for (month, pool_kind, country), (_, used) in pools.items():
+            pool_store.change(
+                connection, group.tenant_id, month, pool_kind, country, used_delta=used
+            )
+        accounts.save(connection, before, account)
+        if ledger_rows:
+            from commcredits.api.metrics import CHARGES_POSTED
+
+            CHARGES_POSTED.labels("offline").inc(len(ledger_rows))
+
+
+def _funding(decision: Any, pieces: calls.Split) -> str:
+    if decision.funding == "free":
+        return "free"
+    past_pool = "overage" if decision.overage else "credits"
+    if pieces.pool_seconds and pieces.paid_seconds:
+        return "mixed"
+    if pieces.pool_seconds:
+        return "included"
+    if pieces.paid_seconds:
+        return past_pool
+    return str(decision.funding)
+
+
+def _call_row(
+    record: Record,
+    prep: calls.Prepared,
+    decision: Any,
+    pieces: calls.Split,
+    charge: Decimal,
+    funding: str,
+    ledger_seq: int | None,
+    currency: str,
+) -> dict[str, Any]:
+    rate = prep.rate
+    user = prep.user
+    to = prep.to
+    return {
+        "tenant_id": record.tenant_id,
+        "call_id": record.call_id,
+        "source": "offline",
+        "state": "ended",
+        "call_type": record.call_type,
+        "user_id": None if user is None else user.id,
+        "user_upn": None if user is None else user.upn,
+        "user_display_name": None if user is None else user.display_name,
+        "from_number": record.from_number,
+        "to_number": record.to_number,
+        "destination_region": None if to is None else to.region,
+        "destination_name": None if rate is None else rate.destination,
+        "destination_context": prep.destination_context,
+        "number_type": None if to is None else to.number_type,
+        "usage_country": None if user is None else user.usage_location,
+        "decision": "allow",
+        "reason": None,
+        "funding": funding,
+        "started_at": record.started_at,
+        "ended_at": record.started_at + timedelta(seconds=record.duration_seconds),
+        "duration_seconds": record.duration_seconds,
+        "granted_seconds": record.duration_seconds,
+        "grant_expires_at": None,
+        "hold_amount": ZERO,
+        "pool_kind": prep.route.pool_kind,
+        "pool_country": prep.route.pool_country,
+        "pool_month": prep.month,
+        "pool_hold_seconds": 0,
+        "rate_per_minute": None if rate is None else rate.rate_per_minute,
+        "connect_fee": None if rate is None else rate.connect_fee,
+        "initial_increment_s": None if rate is None else rate.initial_increment_s,
+        "subsequent_increment_s": None if rate is None else rate.subsequent_increment_s,
+        "currency": currency,
+        "charge": charge,
+        "pool_seconds": pieces.pool_seconds,
+        "charged_seconds": pieces.paid_seconds,
+        "credits_allowed": decision.credits_allowed,
+        "overage": decision.overage,
+        "rate_service": prep.route.rate_service,
+        "end_reason": "offline",
+        "ledger_seq": ledger_seq,
+        "request_hash": "",
+        "start_response": None,
+        "end_response": None,
+    }
