@@ -14,7 +14,7 @@ from commcredits.config import Settings
 app = typer.Typer(
     add_completion=False, help="Prepaid credits and online charging for PSTN minutes."
 )
-console = Console()
+console = Console(soft_wrap=True)
 
 
 @app.command()
@@ -66,15 +66,16 @@ def demo(
     result = seed(application.state.ctx)
     url = f"http://{host}:{port}"
     console.print(f"[bold]commcredits demo[/bold] at {url}  (admin center: {url}/)")
-    console.print(f"database:              {settings.database_url}")
-    console.print(f"operator token:        {token}")
-    console.print(f"demo tenant:           {result['tenant_id']}")
-    console.print(f"billing admin token:   {result['billing_admin_token']}")
-    console.print(f"global admin token:    {result['global_admin_token']}")
-    console.print(f"charging token:        {result['charging_token']}")
-    console.print(
-        f'try: curl -H "Authorization: Bearer {token}" {url}/v1/tenants/{result["tenant_id"]}'
-    )
+    console.print(f"database: {settings.database_url}")
+    console.print(f"operator token: {token}")
+    console.print(f"billing admin token: {result['billing_admin_token']}")
+    console.print(f"demo tenant: {result['tenant_id']}")
+    console.print("For the README's examples, paste:")
+    print(f"export CC={url}")
+    print(f"export OP={token}")
+    print(f"export BILLING={result['billing_admin_token']}")
+    print(f"export ADMIN={result['global_admin_token']}")
+    print(f"export CHARGING={result['charging_token']}")
     sys.stdout.flush()
     if serve_it:
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
