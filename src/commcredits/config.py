@@ -30,6 +30,7 @@ class Settings:
     payment_provider: str = "simulated"
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
+    stripe_timeout_seconds: float = 20.0
     grant_seconds: int = DEFAULT_GRANT_SECONDS
     max_purchase: Decimal = DEFAULT_MAX_PURCHASE
     public_url: str = "http://127.0.0.1:8000"
@@ -54,6 +55,7 @@ class Settings:
             payment_provider=env.get("COMMCREDITS_PAYMENT_PROVIDER") or "simulated",
             stripe_api_key=env.get("STRIPE_API_KEY") or None,
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
+            stripe_timeout_seconds=float(env.get("COMMCREDITS_STRIPE_TIMEOUT_SECONDS") or 20.0),
             grant_seconds=int(env.get("COMMCREDITS_GRANT_SECONDS") or DEFAULT_GRANT_SECONDS),
             max_purchase=Decimal(env.get("COMMCREDITS_MAX_PURCHASE") or DEFAULT_MAX_PURCHASE),
             public_url=env.get("COMMCREDITS_PUBLIC_URL") or "http://127.0.0.1:8000",

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from commcredits.adapters.payments.simulated import SimulatedProvider
+from commcredits.api.app import create_app
 from commcredits.services.funding import resolve_pending
 from commcredits.store import tables as t
+from tests.conftest import make_settings
 from tests.support.api import OPERATOR, admin, create_tenant, unique
 
 CARD_OK = "4242424242424242"
@@ -82,9 +85,7 @@ def adjust(client: Any, tenant_id: str, amount: str, reason: str = "goodwill") -
     return dict(response.json())
 
 
-def set_auto_recharge(
-    client: Any, tenant_id: str, headers: dict[str, str], **settings: Any
-) -> Any:
+def set_auto_recharge(client: Any, tenant_id: str, headers: dict[str, str], **settings: Any) -> Any:
     return client.put(
         f"/v1/tenants/{tenant_id}/credits/auto-recharge", json=settings, headers=headers
     )
@@ -198,9 +199,7 @@ def test_ineligible_tenant_cannot_enable_auto_recharge(client):
 
 
 def test_ea_region_mismatch_until_operator_override(client):
-    tid, headers, card = funded_tenant(
-        client, agreement="ea", country="DE", billing_country="US"
-    )
+    tid, headers, card = funded_tenant(client, agreement="ea", country="DE", billing_country="US")
     refused = buy(client, tid, headers, "100", card)
     assert refused.status_code == 403
     assert refused.json()["code"] == "purchase_not_allowed"
@@ -309,7 +308,7 @@ def test_failing_cards_record_a_failed_purchase_and_move_no_money(
 def test_card_with_past_expiry_is_refused_when_stored(client):
     tenant = create_tenant(client)
     headers = billing_admin(client, tenant["id"])
-    today = date.today()
+    today = datetime.now(UTC).date()  # the provider's clock is UTC
     response = client.post(
         f"/v1/tenants/{tenant['id']}/payment-methods",
         json={"card_number": CARD_OK, "exp_month": 12, "exp_year": today.year - 1},
@@ -320,17 +319,13 @@ def test_card_with_past_expiry_is_refused_when_stored(client):
     listing = client.get(f"/v1/tenants/{tenant['id']}/payment-methods", headers=headers)
     assert listing.json()["items"] == []
     # A card is good through the end of its expiry month.
-    this_month = add_card(
-        client, tenant["id"], headers, exp_month=today.month, exp_year=today.year
-    )
+    this_month = add_card(client, tenant["id"], headers, exp_month=today.month, exp_year=today.year)
     assert (this_month["exp_month"], this_month["exp_year"]) == (today.month, today.year)
 
 
-def test_card_that_expires_after_storing_fails_as_expired_when_charged(
-    app, client, monkeypatch
-):
+def test_card_that_expires_after_storing_fails_as_expired_when_charged(app, client, monkeypatch):
     tid, headers, _ = funded_tenant(client)
-    today = date.today()
+    today = datetime.now(UTC).date()  # the provider's clock is UTC
     card = add_card(client, tid, headers, exp_month=today.month, exp_year=today.year)
     next_year = date(today.year + 1, today.month, 1)
     monkeypatch.setitem(
@@ -387,9 +382,7 @@ def test_only_billing_roles_manage_cards_and_buy(client):
     tid, _, card = funded_tenant(client)
     reader = admin(client, tid, "user_admin")
     assert buy(client, tid, reader, "50", card).status_code == 403
-    assert (
-        client.get(f"/v1/tenants/{tid}/payment-methods", headers=reader).status_code == 403
-    )
+    assert client.get(f"/v1/tenants/{tid}/payment-methods", headers=reader).status_code == 403
     global_admin = admin(client, tid, "global_admin")
     assert buy(client, tid, global_admin, "50", card).status_code == 201
     other_tid, other_headers, _ = funded_tenant(client)
@@ -397,6 +390,36 @@ def test_only_billing_roles_manage_cards_and_buy(client):
     assert client.post(f"/v1/tenants/{tid}/credits/purchases", json={}).status_code == 401
     assert credits(client, tid)["balance"] == "50.00"
     assert credits(client, other_tid)["balance"] == "0.00"
+
+
+def test_readers_see_balance_and_transactions_but_cannot_fund(client):
+    tid, headers, card = funded_tenant(client)
+    buy(client, tid, headers, "50", card)
+    reader = admin(client, tid, "reports_reader")
+    view = client.get(f"/v1/tenants/{tid}/credits", headers=reader)
+    assert view.status_code == 200 and view.json()["balance"] == "50.00"
+    listed = client.get(f"/v1/tenants/{tid}/credits/transactions", headers=reader)
+    assert listed.status_code == 200 and len(listed.json()["items"]) == 1
+    assert buy(client, tid, reader, "50", card).status_code == 403
+    assert add_card_response(client, tid, reader).status_code == 403
+    no_read = admin(client, tid, "helpdesk_admin")
+    assert client.get(f"/v1/tenants/{tid}/credits", headers=no_read).status_code == 403
+    assert client.get(f"/v1/tenants/{tid}/credits/transactions", headers=no_read).status_code == 403
+    stranger = admin(client, create_tenant(client)["id"], "global_admin")
+    assert client.get(f"/v1/tenants/{tid}/credits", headers=stranger).status_code in (403, 404)
+    assert client.get(f"/v1/tenants/{tid}/credits/transactions", headers=stranger).status_code in (
+        403,
+        404,
+    )
+    assert client.get("/v1/tenants/no-such-tenant/credits", headers=OPERATOR).status_code == 404
+
+
+def add_card_response(client: Any, tenant_id: str, headers: dict[str, str]) -> Any:
+    return client.post(
+        f"/v1/tenants/{tenant_id}/payment-methods",
+        json={"card_number": CARD_OK, "exp_month": 12, "exp_year": FAR_EXPIRY_YEAR},
+        headers=headers,
+    )
 
 
 def test_deleting_a_card_removes_it_and_disables_auto_recharge_using_it(client):
@@ -477,6 +500,27 @@ def test_refused_amounts_change_nothing(client, engine):
     assert purchase_rows(engine, tid) == []
 
 
+def test_maximum_purchase_is_configurable(backend_url):
+    app = create_app(make_settings(backend_url, COMMCREDITS_MAX_PURCHASE="500"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        tid, headers, card = funded_tenant(client)
+        over = buy(client, tid, headers, "500.01", card)
+        assert over.status_code == 422, over.text
+        assert over.json()["code"] == "validation_error"
+        recharge = set_auto_recharge(
+            client,
+            tid,
+            headers,
+            enabled=True,
+            threshold="60",
+            amount="501",
+            payment_method_id=card,
+        )
+        assert recharge.status_code == 422, recharge.text
+        assert buy(client, tid, headers, "500", card).status_code == 201
+        assert credits(client, tid)["balance"] == "500.00"
+
+
 def test_jpy_tenant_buys_whole_yen(client, engine):
     tid, headers, card = funded_tenant(client, country="JP", billing_country="JP", currency="JPY")
     fractional = buy(client, tid, headers, "50.5", card)
@@ -495,9 +539,7 @@ def test_jpy_tenant_buys_whole_yen(client, engine):
 # --- 4. idempotent purchases -------------------------------------------------------------
 
 
-def test_purchase_retry_with_same_key_returns_first_result_once(
-    client, engine, counting_provider
-):
+def test_purchase_retry_with_same_key_returns_first_result_once(client, engine, counting_provider):
     tid, headers, card = funded_tenant(client)
     key = unique("buy")
     first = buy(client, tid, headers, "80", card, key=key)
@@ -697,9 +739,9 @@ def test_transactions_filter_by_time(client):
     assert between(None, a - timedelta(seconds=1)) == []
     # An offset is honoured: the same instant written in another zone.
     later = (b + (c - b) / 2).astimezone(datetime.fromisoformat("2000-01-01T00:00:00+05:30").tzinfo)
-    assert [
-        x["amount"] for x in all_transactions(client, tid, **{"from": later.isoformat()})
-    ] == ["30.00"]
+    assert [x["amount"] for x in all_transactions(client, tid, **{"from": later.isoformat()})] == [
+        "30.00"
+    ]
     bad = client.get(
         f"/v1/tenants/{tid}/credits/transactions", params={"from": "yesterday"}, headers=OPERATOR
     )
@@ -788,6 +830,12 @@ def test_auto_recharge_buys_once_per_crossing(app, client, engine):
     assert pending[0].amount == Decimal("200")
     adjust(client, tid, "-10")  # a second drop while one is in flight
     assert len(recharge_purchases(engine, tid)) == 1
+    # Saving the settings again while it is in flight does not start another.
+    resaved = set_auto_recharge(
+        client, tid, headers, enabled=True, threshold="100", amount="200", payment_method_id=card
+    )
+    assert resaved.status_code == 200, resaved.text
+    assert len(recharge_purchases(engine, tid)) == 1
 
     run_recharges(app)
     done = recharge_purchases(engine, tid)
@@ -860,6 +908,22 @@ def test_failed_auto_recharge_records_a_failure_and_an_event(
     assert len(recharge_purchases(engine, tid)) == 2
 
 
+def test_tenant_that_becomes_ineligible_gets_no_auto_recharge(app, client, engine):
+    tid, headers, card = funded_tenant(client)
+    adjust(client, tid, "500")
+    set_auto_recharge(
+        client, tid, headers, enabled=True, threshold="100", amount="200", payment_method_id=card
+    )
+    patched = client.patch(f"/v1/tenants/{tid}", json={"agreement": "nce"}, headers=OPERATOR)
+    assert patched.status_code == 200, patched.text
+    assert credits(client, tid)["status"] == "not_available"
+    adjust(client, tid, "-450")
+    run_recharges(app)
+    assert recharge_purchases(engine, tid) == []
+    assert credits(client, tid)["balance"] == "50.00"
+    assert "auto_recharge" not in [x["kind"] for x in all_transactions(client, tid)]
+
+
 def test_auto_recharge_settings_are_validated(client):
     tid, headers, card = funded_tenant(client)
     cases = [
@@ -875,9 +939,7 @@ def test_auto_recharge_settings_are_validated(client):
         assert 400 <= response.status_code < 500, (body, response.text)
     assert credits(client, tid)["auto_recharge"]["enabled"] is False
     assert (
-        set_auto_recharge(
-            client, tid, admin(client, tid, "user_admin"), enabled=False
-        ).status_code
+        set_auto_recharge(client, tid, admin(client, tid, "user_admin"), enabled=False).status_code
         == 403
     )
 

@@ -3,10 +3,13 @@ local fake Stripe: cards, purchases, declines, and a provider that does not answ
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -71,6 +74,47 @@ def black_hole() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(32)
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class _KeyInUseHandler(BaseHTTPRequestHandler):
+    """Stripe's answer while another request with the same Idempotency-Key is
+    still being processed: 409, type idempotency_error."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        payload = json.dumps(
+            {
+                "error": {
+                    "type": "idempotency_error",
+                    "message": "There is currently another in-progress request using "
+                    "this Idempotent Key (that probably means you submitted twice, "
+                    "and the other request is still going through): test. "
+                    "Please try again later.",
+                }
+            }
+        ).encode()
+        self.send_response(409)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        pass
+
+
+@pytest.fixture()
+def key_in_use() -> Iterator[str]:
+    """A Stripe that is still busy with an earlier request under the same key."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeyInUseHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def short_timeout_provider(api_base: str) -> StripeProvider:
@@ -289,9 +333,7 @@ def test_provider_timeout_is_503_and_a_retry_completes_once(
     assert balance(client, tid) == "0.00"
     assert lines(client, tid) == []
     with stripe_app.state.ctx.engine.connect() as connection:
-        rows = connection.execute(
-            select(t.purchases).where(t.purchases.c.tenant_id == tid)
-        ).all()
+        rows = connection.execute(select(t.purchases).where(t.purchases.c.tenant_id == tid)).all()
     assert [r.status for r in rows] == ["pending"]
 
     # A retry during the outage is still 503 and still moves nothing.
@@ -334,3 +376,26 @@ def test_pending_purchase_is_finished_by_the_runner_then_the_retry_replays(
     resolve_pending(stripe_app.state.ctx.engine, configured)
     assert balance(client, tid) == "55.00"
     assert Decimal(lines(client, tid)[0]["amount"]) == Decimal("55")
+
+
+def test_key_still_in_use_at_stripe_is_unavailable_not_a_server_error(
+    client, stripe_app, fake, monkeypatch, key_in_use
+):
+    """Two server processes finishing the same pending purchase can reach Stripe
+    at once; the second gets 409 idempotency_error ("in progress"). The outcome
+    is unknown, exactly as after a timeout: 503, nothing posted, retry later."""
+    tid, headers, card = setup_tenant(client)
+    key = unique("buy")
+    services = stripe_app.state.ctx.services
+    configured = services["payments"]
+    monkeypatch.setitem(services, "payments", short_timeout_provider(key_in_use))
+    busy = buy(client, tid, headers, "70", card, key=key)
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["code"] == "payment_provider_unavailable"
+    assert balance(client, tid) == "0.00"
+    services["payments"] = configured
+    done = buy(client, tid, headers, "70", card, key=key)
+    assert done.status_code == 201, done.text
+    assert done.json()["status"] == "succeeded"
+    assert len(intents_of(fake, tid)) == 1
+    assert balance(client, tid) == "70.00"

@@ -324,3 +324,24 @@ def test_verify_ledger_reports_a_corrupted_database(fresh):
     assert balance_off in command.stdout
     # The API still reports the (corrupted) stored balance; only the check notices.
     assert balance_of(client, balance_off) == Decimal("93.66")
+
+
+def test_very_large_balances_never_answer_500(fresh):
+    """Each adjustment is a valid amount (12 integer digits); together they pass
+    what a single amount may hold. The service may refuse one (a 4xx), but
+    must not fail, and what it stored must still add up."""
+    client, tid = fresh.client, create_tenant(fresh.client)["id"]
+    statuses = []
+    for _ in range(12):
+        response = client.post(
+            f"/v1/tenants/{tid}/credits/adjustments",
+            json={"amount": "999999999999.99", "reason": "large goodwill"},
+            headers=OPERATOR,
+        )
+        statuses.append(response.status_code)
+    assert all(s == 201 or 400 <= s < 500 for s in statuses), statuses
+    lines = all_transactions(client, tid)
+    assert len(lines) == statuses.count(201)
+    assert balance_of(client, tid) == sum((Decimal(x["amount"]) for x in lines), Decimal(0))
+    report = verify_ledger(fresh.engine)
+    assert report.ok, report.problems

@@ -64,7 +64,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
 def payment_provider(settings: Settings) -> Any:
     if settings.payment_provider == "stripe":
         return get_provider(
-            "stripe", api_key=settings.stripe_api_key or "", api_base=settings.stripe_api_base
+            "stripe",
+            api_key=settings.stripe_api_key or "",
+            api_base=settings.stripe_api_base,
+            timeout_seconds=settings.stripe_timeout_seconds,
         )
     return get_provider(settings.payment_provider)
 

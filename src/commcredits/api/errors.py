@@ -96,9 +96,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
+        codes = {
+            400: "validation_error",
+            404: "not_found",
+            405: "method_not_allowed",
+            415: "unsupported_media_type",
+        }
         code = codes.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 400 and detail.startswith("There was an error parsing"):
+            detail = "the request body could not be read: send UTF-8 encoded JSON"
         if exc.status_code == 404 and detail == "Not Found":
             detail = "no such resource"
         return problem(exc.status_code, code, detail)

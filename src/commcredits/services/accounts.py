@@ -17,12 +17,16 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from commcredits.core.ledger import posting
-from commcredits.errors import NotFound
+from commcredits.errors import NotFound, ValidationFailed
 from commcredits.services import account_events
 from commcredits.services.clock import now
 from commcredits.services.ids import new_id
 from commcredits.store import tables as t
 from commcredits.store.db import is_postgres
+
+# Money on the wire has at most 12 integer digits (SPEC §2); a balance stays
+# within that too, which also keeps it inside SQLite's 64-bit integers.
+MAX_BALANCE = Decimal("999999999999.99")
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,10 @@ def post(
     entry_posting = posting(kind, amount)
     seq = account.ledger_seq + 1
     balance_after = account.balance + amount
+    if abs(balance_after) > MAX_BALANCE:
+        raise ValidationFailed(
+            f"amount: the balance would pass {MAX_BALANCE}, the largest this service keeps"
+        )
     at = at or now()
     line = LedgerLine(
         id=new_id("txn"),

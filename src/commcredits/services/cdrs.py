@@ -263,15 +263,20 @@ def _rate_group(
                 pieces = calls.Split(0, 0, 0, ZERO)
             else:
                 pieces = calls.split(record.duration_seconds, pool_remaining, tariff)
-            if pool_key is not None and pieces.pool_seconds:
-                pools[pool_key][0] -= pieces.pool_seconds
-                pools[pool_key][1] += pieces.pool_seconds
             charge = round_to_minor(pieces.charge_exact, currency)
             paid_by_credits = decision.credits_allowed and charge > 0
             if not (decision.credits_allowed or decision.overage):
                 # The pool alone pays: seconds past it are recorded, not charged.
                 charge = ZERO
             ledger_seq = None
+            if paid_by_credits and abs(account.balance - charge) > accounts.MAX_BALANCE:
+                outcomes[record.position] = Outcome(
+                    record.call_id, "rejected", error="the balance would pass its limit"
+                )
+                continue
+            if pool_key is not None and pieces.pool_seconds:
+                pools[pool_key][0] -= pieces.pool_seconds
+                pools[pool_key][1] += pieces.pool_seconds
             if paid_by_credits:
                 seq = account.ledger_seq + 1
                 balance_after = account.balance - charge

@@ -17,6 +17,7 @@ from commcredits.core.licenses import UNLIMITED_SKUS
 from commcredits.errors import NoSeatsAvailable, NotFound, UpnTaken
 from commcredits.services.clock import now
 from commcredits.services.ids import new_id
+from commcredits.services.pool_store import forget_sizes
 from commcredits.store import tables as t
 from commcredits.store.db import is_postgres
 
@@ -299,6 +300,7 @@ def patch_user(
             .where(t.users.c.tenant_id == tenant_id, t.users.c.id == row.id)
             .values(**values, updated_at=now())
         )
+    forget_sizes(tenant_id)
     if licenses is not None:
         held = set(licenses_of(connection, tenant_id, row.id))
         wanted = set(licenses)
@@ -324,6 +326,7 @@ def delete_user(connection: Connection, tenant_id: str, user_ref: str) -> None:
     connection.execute(
         delete(t.users).where(t.users.c.tenant_id == tenant_id, t.users.c.id == row.id)
     )
+    forget_sizes(tenant_id)
 
 
 def assign_license(connection: Connection, tenant_id: str, user_id: str, sku: str) -> bool:
@@ -356,6 +359,7 @@ def assign_license(connection: Connection, tenant_id: str, user_id: str, sku: st
             tenant_id=tenant_id, user_id=user_id, sku=sku, assigned_at=now()
         )
     )
+    forget_sizes(tenant_id)
     return True
 
 
@@ -367,4 +371,5 @@ def remove_license(connection: Connection, tenant_id: str, user_id: str, sku: st
             t.user_licenses.c.sku == sku,
         )
     )
+    forget_sizes(tenant_id)
     return bool(result.rowcount)

@@ -8,6 +8,7 @@ holds and credit holds of one tenant move together, one writer at a time.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -27,8 +28,32 @@ POOL_SKUS = (CALLING_PLAN_DOMESTIC, CALLING_PLAN_INTERNATIONAL, AUDIO_CONFERENCI
 NO_COUNTRY = ""  # the conferencing pool's key in the table (primary keys are not null)
 
 
+# Pool sizes change only when licenses, usage locations or plans do, but the
+# charging path needs one per call: each process keeps them for a moment.
+# A change made through this process is seen at once; one made through another
+# process within SIZE_CACHE_SECONDS.
+SIZE_CACHE_SECONDS = 2.0
+SIZE_CACHE_MAX_TENANTS = 10_000
+_size_cache: dict[str, tuple[float, int, dict[tuple[str, str], int]]] = {}
+
+
+def forget_sizes(tenant_id: str) -> None:
+    _size_cache.pop(tenant_id, None)
+
+
 def live_sizes(connection: Connection, tenant_id: str, plans: Plans) -> dict[tuple[str, str], int]:
     """Sizes from the licenses held now: {(pool_kind, country or ""): seconds}."""
+    cached = _size_cache.get(tenant_id)
+    if cached is not None and cached[1] == id(plans) and cached[0] > time.monotonic():
+        return cached[2]
+    sizes = _live_sizes(connection, tenant_id, plans)
+    if len(_size_cache) >= SIZE_CACHE_MAX_TENANTS:
+        _size_cache.clear()
+    _size_cache[tenant_id] = (time.monotonic() + SIZE_CACHE_SECONDS, id(plans), sizes)
+    return sizes
+
+
+def _live_sizes(connection: Connection, tenant_id: str, plans: Plans) -> dict[tuple[str, str], int]:
     rows = connection.execute(
         select(t.users.c.id, t.users.c.usage_location, t.user_licenses.c.sku)
         .join(
