@@ -81,6 +81,59 @@ def demo(
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 
+@app.command("mail-worker")
+def mail_worker(
+    poll_seconds: float = typer.Option(1.0, help="Seconds between looks for due mails when idle"),
+    once: bool = typer.Option(False, "--once", help="Send what is due, then exit"),
+) -> None:
+    """Send pending notification mails by SMTP (`serve` does it too when
+    COMMCREDITS_SMTP_URL is set); several may run on one database."""
+    import signal
+    import threading
+
+    from commcredits.adapters.mail import parse_smtp_url
+    from commcredits.services import notify
+    from commcredits.services.workers import Worker, Workers
+    from commcredits.store.db import make_engine
+
+    settings = Settings.from_env()
+    if not settings.smtp_url:
+        console.print("[red]COMMCREDITS_SMTP_URL is not set: mails stay in the outbox[/red]")
+        raise typer.Exit(2)
+    try:
+        target = parse_smtp_url(settings.smtp_url)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    engine = make_engine(settings.database_url)
+    if once:
+        total = 0
+        while done := notify.deliver_pending(engine, settings):
+            total += done
+        console.print(f"worked on {total} deliveries")
+        engine.dispose()
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    workers = Workers(
+        [
+            Worker(
+                "mail", lambda: notify.deliver_pending(engine, settings), poll_seconds=poll_seconds
+            )
+        ]
+    )
+    workers.start()
+    console.print(f"mail worker: {target.host}:{target.port} ({target.security})")
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        workers.stop()
+        engine.dispose()
+
+
 @app.command("verify-ledger")
 def verify_ledger_command() -> None:
     """Recompute every balance from the ledger; exit 1 on any difference."""

@@ -319,7 +319,12 @@ ROWS = [
     ),
     # funding
     Row(
-        "POST", f"{T}/payment-methods", FUNDERS, 201, body=GOOD_CARD, touches=touches("payment_methods")
+        "POST",
+        f"{T}/payment-methods",
+        FUNDERS,
+        201,
+        body=GOOD_CARD,
+        touches=touches("payment_methods"),
     ),
     Row("GET", f"{T}/payment-methods", FUNDERS, 200),
     Row("DELETE", f"{T}/payment-methods/{{pm}}", FUNDERS, 204),
@@ -481,9 +486,7 @@ def build_world(client: TestClient, app: Any) -> World:
     return world
 
 
-def user_in(
-    world: World, tenant: str, roles: list[str], licenses: list[str] | None = None
-) -> str:
+def user_in(world: World, tenant: str, roles: list[str], licenses: list[str] | None = None) -> str:
     body = {
         "upn": f"{unique('role')}@perm.example",
         "display_name": "Role holder",

@@ -17,6 +17,7 @@ from commcredits.api import (
     routes_credits,
     routes_directory,
     routes_health,
+    routes_notifications,
 )
 from commcredits.api.context import AppContext
 from commcredits.config import Settings
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(routes_catalog.router)
     app.include_router(routes_credits.router)
     app.include_router(routes_calls.router)
+    app.include_router(routes_notifications.router)
     return app
 
 
@@ -73,7 +75,7 @@ def payment_provider(settings: Settings) -> Any:
 
 
 def background_workers(ctx: AppContext) -> Workers:
-    from commcredits.services import calls, funding
+    from commcredits.services import calls, funding, notify, outbox
     from commcredits.services.account_events import recharge_wakeup
 
     provider = ctx.services["payments"]
@@ -85,6 +87,18 @@ def background_workers(ctx: AppContext) -> Workers:
                 lambda: funding.resolve_pending(ctx.engine, provider),
                 wakeup=recharge_wakeup,
                 poll_seconds=0.5,
+            ),
+            *(
+                [
+                    Worker(
+                        "mail",
+                        lambda: notify.deliver_pending(ctx.engine, ctx.settings),
+                        wakeup=outbox.mail_wakeup,
+                        poll_seconds=1.0,
+                    )
+                ]
+                if ctx.settings.smtp_url
+                else []
             ),
         ]
     )

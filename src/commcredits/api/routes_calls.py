@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from commcredits.api.auth import Principal, require_charging, require_permission
 from commcredits.api.context import AppContext, Auth, Ctx
@@ -28,7 +28,13 @@ MAX_CALL_SECONDS = 7 * 24 * 3600
 CallId = Annotated[str, Field(min_length=1, max_length=128)]
 Number = Annotated[str, Field(min_length=1, max_length=32)]
 # RFC 3339 strings arrive as JSON strings: parse them (lax) though the body is strict.
-Timestamp = Annotated[datetime, Field(strict=False)]
+def _rfc3339_text(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 time string, e.g. '2026-03-01T03:00:00Z'")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339_text), Field(strict=False)]
 
 
 class CallStart(Body):

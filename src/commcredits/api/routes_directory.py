@@ -82,6 +82,10 @@ def patch_tenant(
 ) -> dict[str, Any]:
     require_operator(principal)
     changes = body.model_dump(exclude_unset=True)
+    if "currency" in changes:
+        raise ValidationFailed(
+            "currency: a tenant's currency cannot be changed; its balance and ledger are in it"
+        )
     _refuse_nulls(changes)
     with write_transaction(ctx.engine) as connection:
         tenant = directory.patch_tenant(connection, tenant_id, changes)

@@ -118,6 +118,8 @@ class TenantCreate(Body):
 
 class TenantPatch(Body):
     name: Name | None = None
+    # Present only to refuse it clearly: a balance and its ledger stay in one currency.
+    currency: object | None = None
     country: Country | None = None
     billing_country: Country | None = None
     agreement: AGREEMENT | None = None

@@ -38,7 +38,7 @@ from commcredits.services.clock import as_utc, rfc3339
 from commcredits.services.clock import now as clock_now
 from commcredits.services.outbox import EVENTS
 from commcredits.store import tables as t
-from commcredits.store.db import is_postgres, write_transaction
+from commcredits.store.db import is_postgres, read_transaction, write_transaction
 
 __all__ = [
     "BACKOFF_BASE_SECONDS",
@@ -287,12 +287,18 @@ def deliver_pending(
 
 def _claim(engine: Engine, at: datetime, batch: int) -> list[_Claim]:
     d = t.deliveries
+    # ``sending`` rows are due once their lease (next_attempt_at) has passed:
+    # the pass that claimed them died before recording the outcome.
+    due = d.c.status.in_(("pending", "sending")), d.c.next_attempt_at <= at
+    # An idle worker polls every second: look first with a plain read, so it
+    # does not take SQLite's write lock for nothing.
+    with read_transaction(engine) as connection:
+        if connection.execute(select(d.c.event_id).where(*due).limit(1)).first() is None:
+            return []
     with write_transaction(engine) as connection:
-        # ``sending`` rows are due once their lease (next_attempt_at) has passed:
-        # the pass that claimed them died before recording the outcome.
         query = (
             select(d.c.tenant_id, d.c.event_id, d.c.recipient, d.c.message_id, d.c.attempts)
-            .where(d.c.status.in_(("pending", "sending")), d.c.next_attempt_at <= at)
+            .where(*due)
             .order_by(d.c.next_attempt_at)
             .limit(batch)
         )

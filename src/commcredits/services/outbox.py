@@ -28,8 +28,12 @@ def recipients(connection: Connection, tenant_id: str) -> list[str]:
             t.users.c.tenant_id == tenant_id
         )
     ).all()
-    addresses = {(row.email or row.upn) for row in rows if set(row.roles) & NOTIFIED_ROLES}
-    return sorted(addresses)
+    addresses: dict[str, str] = {}
+    for row in rows:
+        if set(row.roles) & NOTIFIED_ROLES:
+            address = row.email or row.upn
+            addresses.setdefault(address.lower(), address)
+    return sorted(addresses.values())
 
 
 def message_id(event_id: str, recipient: str) -> str:
