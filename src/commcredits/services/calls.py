@@ -307,9 +307,6 @@ def start_in(
     connection: Connection, prepared: Prepared, plans: Plans, grant_slice_seconds: int
 ) -> dict[str, Any]:
     """Decide and hold, inside the caller's write transaction (account lock first)."""
-    existing = _find_call(connection, prepared.request.tenant_id, prepared.request.call_id)
-    if existing is not None:
-        return _replay_start(existing, prepared.request)
     return _start_locked(connection, prepared, plans, grant_slice_seconds)
 
 
@@ -344,6 +341,11 @@ def _start_locked(
     request = prepared.request
     tenant = prepared.tenant
     before = accounts.lock(connection, request.tenant_id)
+    # Under the lock, so two starts of one call id see each other: the second
+    # replays the first's answer.
+    existing = _find_call(connection, request.tenant_id, request.call_id)
+    if existing is not None:
+        return _replay_start(existing, request)
     tariff = tariff_of(prepared.rate)
     route = prepared.route
     pool_country = route.pool_country or pool_store.NO_COUNTRY
