@@ -39,7 +39,9 @@ MILLIONTHS_PER_UNIT = 1_000_000
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="an empty database: sqlite:///... or postgresql://...")
+    parser.add_argument(
+        "--url", required=True, help="an empty database: sqlite:///... or postgresql://..."
+    )
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=1)
     arguments = parser.parse_args()

@@ -13,6 +13,7 @@ it holds).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,7 +21,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
+
 from commcredits.services.catalog import sample_plans
+from commcredits.store import tables as t
 from tests.support.api import OPERATOR, add_seats, charging_token, create_tenant, unique
 
 CURRENCY = "CHF"
@@ -334,3 +338,33 @@ def pools(client: Any, tenant_id: str, month: str | None = None) -> dict[tuple[s
 def tenant_problems(report: Any, tenant_id: str) -> list[str]:
     """verify_ledger's findings about one tenant (other tests share the database)."""
     return [problem for problem in report.problems if problem.startswith(f"{tenant_id}:")]
+
+
+def wait_until(predicate: Any, timeout_seconds: float, what: str, poll_seconds: float = 0.2) -> Any:
+    """Poll ``predicate`` until it answers something truthy; fail after the timeout."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        outcome = predicate()
+        if outcome:
+            return outcome
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_seconds} s waiting for {what}")
+        time.sleep(poll_seconds)
+
+
+def purchases_of(engine: Any, tenant_id: str) -> list[Any]:
+    """The tenant's purchase records (read from the database: there is no list endpoint)."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(select(t.purchases).where(t.purchases.c.tenant_id == tenant_id))
+        )
+
+
+def charges_by_call(lines: list[dict[str, Any]]) -> dict[str, int]:
+    """How many call_charge lines each call has (the reference is "call <call_id>")."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        if line["kind"] == "call_charge":
+            call_id = str(line["reference"]).removeprefix("call ")
+            counts[call_id] = counts.get(call_id, 0) + 1
+    return counts

@@ -29,6 +29,7 @@ class ServerProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    log_path: str = ""
 
     @property
     def url(self) -> str:
@@ -62,8 +63,7 @@ class ServerProcess:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                stderr = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"server exited early: {stderr[-2000:]}")
+                raise RuntimeError(f"server exited early: {self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return self
@@ -72,6 +72,13 @@ class ServerProcess:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("server did not become ready")
+
+    def log_tail(self, characters: int = 4000) -> str:
+        try:
+            with open(self.log_path, errors="replace") as handle:
+                return handle.read()[-characters:]
+        except OSError:
+            return ""
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks run, as in a crash."""

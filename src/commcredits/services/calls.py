@@ -199,7 +199,12 @@ def prepare(
         to = analyse_number(request.to_number, caller_region)
     except InvalidNumber:
         return early(denied("invalid_number"))
-    if request.call_type in ("user_out", "conf_out") and request.from_number is not None:
+    # Emergency calls are always allowed (SPEC §3 rule 1), whatever the caller id says.
+    if (
+        request.call_type in ("user_out", "conf_out")
+        and request.from_number is not None
+        and not to.is_emergency
+    ):
         if _analyse(request.from_number, caller_region) is None:
             return early(denied("invalid_number"), to)
     route = route_call(
