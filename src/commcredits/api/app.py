@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.state.ctx = ctx
     errors.install(app)
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(metrics.MetricsMiddleware)
     app.include_router(routes_health.router)
     app.include_router(routes_directory.router)
     app.include_router(routes_catalog.router)

@@ -112,7 +112,11 @@ def _tenant_of_call(ctx: AppContext, principal: Principal, call_id: str, hint: s
     scoped = principal.tenant_id if principal.kind == "charging" else None
     if scoped is not None and hint is not None and hint != scoped:
         raise NotFound(f"call '{call_id}' was not found")
-    tenant_id = calls.locate(ctx.engine, call_id, scoped or hint)
+    if scoped or hint:
+        # Known tenant: the call is looked up in the write transaction itself
+        # (404 there if it does not exist), saving a round trip.
+        return str(scoped or hint)
+    tenant_id = calls.locate(ctx.engine, call_id, None)
     require_charging(principal, tenant_id)
     return tenant_id
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from commcredits.core.ledger import posting
 from commcredits.errors import NotFound, ValidationFailed
@@ -57,21 +57,30 @@ def _account(row: Any) -> Account:
     return Account(**{name: getattr(row, name) for name in _FIELDS})
 
 
+# Built once: the charging path runs these on every call, and building a
+# statement costs more than running it on SQLite.
+_SELECT = select(t.credits_accounts).where(
+    t.credits_accounts.c.tenant_id == bindparam("key_tenant_id")
+)
+_SELECT_FOR_UPDATE = _SELECT.with_for_update()
+_UPDATE = update(t.credits_accounts).where(
+    t.credits_accounts.c.tenant_id == bindparam("key_tenant_id")
+)
+_INSERT_LINE = insert(t.ledger_transactions)
+_INSERT_ENTRIES = insert(t.ledger_entries)
+
+
 def lock(connection: Connection, tenant_id: str) -> Account:
     """Lock and read the tenant's account for the rest of the transaction."""
-    query = select(t.credits_accounts).where(t.credits_accounts.c.tenant_id == tenant_id)
-    if is_postgres(connection):
-        query = query.with_for_update()
-    row = connection.execute(query).first()
+    query = _SELECT_FOR_UPDATE if is_postgres(connection) else _SELECT
+    row = connection.execute(query, {"key_tenant_id": tenant_id}).first()
     if row is None:
         raise NotFound(f"tenant '{tenant_id}' was not found")
     return _account(row)
 
 
 def read(connection: Connection, tenant_id: str) -> Account:
-    row = connection.execute(
-        select(t.credits_accounts).where(t.credits_accounts.c.tenant_id == tenant_id)
-    ).first()
+    row = connection.execute(_SELECT, {"key_tenant_id": tenant_id}).first()
     if row is None:
         raise NotFound(f"tenant '{tenant_id}' was not found")
     return _account(row)
@@ -99,9 +108,7 @@ def save(connection: Connection, before: Account, after: Account) -> Account:
     }
     if changes:
         connection.execute(
-            update(t.credits_accounts)
-            .where(t.credits_accounts.c.tenant_id == before.tenant_id)
-            .values(**changes, updated_at=now())
+            _UPDATE, {**changes, "updated_at": now(), "key_tenant_id": before.tenant_id}
         )
     return after
 
@@ -136,19 +143,20 @@ def post(
         reference=reference,
     )
     connection.execute(
-        insert(t.ledger_transactions).values(
-            tenant_id=account.tenant_id,
-            seq=seq,
-            id=line.id,
-            at=at,
-            kind=kind,
-            amount=amount,
-            balance_after=balance_after,
-            reference=reference,
-        )
+        _INSERT_LINE,
+        {
+            "tenant_id": account.tenant_id,
+            "seq": seq,
+            "id": line.id,
+            "at": at,
+            "kind": kind,
+            "amount": amount,
+            "balance_after": balance_after,
+            "reference": reference,
+        },
     )
     connection.execute(
-        insert(t.ledger_entries),
+        _INSERT_ENTRIES,
         [
             {"tenant_id": account.tenant_id, "seq": seq, "account": e.account, "amount": e.amount}
             for e in entry_posting.entries

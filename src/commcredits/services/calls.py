@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from commcredits.core.catalog import Plans, RateIndex, RateRow
 from commcredits.core.charging import (
@@ -39,7 +39,7 @@ from commcredits.core.eligibility import eligibility
 from commcredits.core.money import format_amount, format_money, minor_unit_digits, round_to_minor
 from commcredits.core.numbers import InvalidNumber, NumberInfo, analyse_number, same_country
 from commcredits.core.rating import Tariff, billed_seconds, charge_for_paid_seconds
-from commcredits.errors import CallConflict, NotFound, ValidationFailed
+from commcredits.errors import CallConflict, DomainError, NotFound, ValidationFailed
 from commcredits.services import accounts, directory, pool_store
 from commcredits.services.clock import as_utc, now
 from commcredits.store import tables as t
@@ -302,10 +302,15 @@ def prepare_start(
     """Everything a start needs that does not need the lock (a read transaction),
     or the first answer when this call id was already started."""
     with read_transaction(engine) as connection:
-        existing = _find_call(connection, request.tenant_id, request.call_id)
-        if existing is not None:
-            return _replay_start(existing, request)
-        return prepare(connection, request, index, plans)
+        try:
+            return prepare(connection, request, index, plans)
+        except DomainError:
+            # A repeat of a start whose user has since gone still gets its
+            # first answer.
+            existing = _find_call(connection, request.tenant_id, request.call_id)
+            if existing is not None:
+                return _replay_start(existing, request)
+            raise
 
 
 def start_in(
@@ -448,7 +453,8 @@ def _insert_call(
     to = prepared.to
     user = prepared.user
     connection.execute(
-        insert(t.calls).values(
+        _INSERT_CALL,
+        dict(
             tenant_id=request.tenant_id,
             call_id=request.call_id,
             source="online",
@@ -489,15 +495,40 @@ def _insert_call(
             rate_service=prepared.route.rate_service,
             request_hash=request.fingerprint(),
             start_response=response,
-        )
+            # Filled in when the call ends.
+            ended_at=None,
+            duration_seconds=None,
+            charge=None,
+            pool_seconds=None,
+            charged_seconds=None,
+            end_reason=None,
+            ledger_seq=None,
+            end_response=None,
+        ),
     )
 
 
+_FIND_CALL = select(t.calls).where(
+    t.calls.c.tenant_id == bindparam("key_tenant_id"),
+    t.calls.c.call_id == bindparam("key_call_id"),
+)
+_FIND_CALL_FOR_UPDATE = _FIND_CALL.with_for_update()
+_INSERT_CALL = insert(t.calls)
+_UPDATE_CALL = update(t.calls).where(
+    t.calls.c.tenant_id == bindparam("key_tenant_id"),
+    t.calls.c.call_id == bindparam("key_call_id"),
+)
+
+
 def _find_call(connection: Connection, tenant_id: str, call_id: str, lock: bool = False) -> Any:
-    query = select(t.calls).where(t.calls.c.tenant_id == tenant_id, t.calls.c.call_id == call_id)
-    if lock and is_postgres(connection):
-        query = query.with_for_update()
-    return connection.execute(query).first()
+    query = _FIND_CALL_FOR_UPDATE if lock and is_postgres(connection) else _FIND_CALL
+    return connection.execute(query, {"key_tenant_id": tenant_id, "key_call_id": call_id}).first()
+
+
+def _update_call(connection: Connection, call: Any, **values: Any) -> None:
+    connection.execute(
+        _UPDATE_CALL, {**values, "key_tenant_id": call.tenant_id, "key_call_id": call.call_id}
+    )
 
 
 def locate(engine: Engine, call_id: str, tenant_hint: str | None) -> str:
@@ -645,16 +676,13 @@ def _timezone(connection: Connection, tenant_id: str) -> str:
 def _set_grant(
     connection: Connection, call: Any, granted: int, pool_hold: int, hold_amount: Decimal
 ) -> None:
-    connection.execute(
-        update(t.calls)
-        .where(t.calls.c.tenant_id == call.tenant_id, t.calls.c.call_id == call.call_id)
-        .values(
-            granted_seconds=granted,
-            pool_hold_seconds=pool_hold,
-            hold_amount=hold_amount,
-            grant_expires_at=as_utc(call.started_at)
-            + timedelta(seconds=granted + SWEEP_GRACE_SECONDS),
-        )
+    _update_call(
+        connection,
+        call,
+        granted_seconds=granted,
+        pool_hold_seconds=pool_hold,
+        hold_amount=hold_amount,
+        grant_expires_at=as_utc(call.started_at) + timedelta(seconds=granted + SWEEP_GRACE_SECONDS),
     )
 
 
@@ -753,10 +781,10 @@ def _end_locked(
         "balance": format_amount(after.balance, currency),
         "duration_seconds": duration_seconds,
     }
-    connection.execute(
-        update(t.calls)
-        .where(t.calls.c.tenant_id == tenant_id, t.calls.c.call_id == call.call_id)
-        .values(
+    _update_call(
+        connection,
+        call,
+        **dict(
             state="ended",
             ended_at=as_utc(call.started_at) + timedelta(seconds=duration_seconds),
             duration_seconds=duration_seconds,
@@ -769,7 +797,7 @@ def _end_locked(
             ledger_seq=ledger_seq,
             end_reason=end_reason,
             end_response=response,
-        )
+        ),
     )
     return response
 

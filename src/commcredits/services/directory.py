@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from commcredits.core.licenses import UNLIMITED_SKUS
 from commcredits.errors import NoSeatsAvailable, NotFound, UpnTaken
@@ -74,8 +74,25 @@ def create_tenant(connection: Connection, new: NewTenant) -> dict[str, Any]:
     return tenant_dict(require_tenant(connection, tenant_id))
 
 
+_TENANT = select(t.tenants).where(t.tenants.c.id == bindparam("key_id"))
+_USER_BY_ID = select(t.users).where(
+    t.users.c.tenant_id == bindparam("key_tenant_id"), t.users.c.id == bindparam("key_ref")
+)
+_USER_BY_UPN = select(t.users).where(
+    t.users.c.tenant_id == bindparam("key_tenant_id"), t.users.c.upn_key == bindparam("key_ref")
+)
+_LICENSES = (
+    select(t.user_licenses.c.sku)
+    .where(
+        t.user_licenses.c.tenant_id == bindparam("key_tenant_id"),
+        t.user_licenses.c.user_id == bindparam("key_user_id"),
+    )
+    .order_by(t.user_licenses.c.sku)
+)
+
+
 def get_tenant_row(connection: Connection, tenant_id: str) -> Any:
-    return connection.execute(select(t.tenants).where(t.tenants.c.id == tenant_id)).first()
+    return connection.execute(_TENANT, {"key_id": tenant_id}).first()
 
 
 def require_tenant(connection: Connection, tenant_id: str) -> Any:
@@ -229,15 +246,13 @@ def _check_upn_free(
 
 def find_user(connection: Connection, tenant_id: str, user_ref: str) -> Any:
     """A user by id, or by upn (the voice platform may only know the upn)."""
-    row = connection.execute(
-        select(t.users).where(t.users.c.tenant_id == tenant_id, t.users.c.id == user_ref)
-    ).first()
+    params = {"key_tenant_id": tenant_id, "key_ref": user_ref}
+    row = None
+    if "@" not in user_ref:  # ids never hold '@'; UPNs always do
+        row = connection.execute(_USER_BY_ID, params).first()
     if row is None:
-        row = connection.execute(
-            select(t.users).where(
-                t.users.c.tenant_id == tenant_id, t.users.c.upn_key == user_ref.lower()
-            )
-        ).first()
+        params["key_ref"] = user_ref.lower()
+        row = connection.execute(_USER_BY_UPN, params).first()
     return row
 
 
@@ -251,9 +266,7 @@ def require_user(connection: Connection, tenant_id: str, user_ref: str) -> Any:
 def licenses_of(connection: Connection, tenant_id: str, user_id: str) -> list[str]:
     return list(
         connection.execute(
-            select(t.user_licenses.c.sku)
-            .where(t.user_licenses.c.tenant_id == tenant_id, t.user_licenses.c.user_id == user_id)
-            .order_by(t.user_licenses.c.sku)
+            _LICENSES, {"key_tenant_id": tenant_id, "key_user_id": user_id}
         ).scalars()
     )
 

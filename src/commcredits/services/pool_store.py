@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from commcredits.core.catalog import Plans
 from commcredits.core.licenses import (
@@ -131,12 +131,36 @@ def _key(tenant_id: str, month: str, pool_kind: str, country: str) -> tuple[Any,
     )
 
 
+_KEY_PARAMS = (
+    t.pool_usage.c.tenant_id == bindparam("key_tenant_id"),
+    t.pool_usage.c.month == bindparam("key_month"),
+    t.pool_usage.c.pool_kind == bindparam("key_pool_kind"),
+    t.pool_usage.c.country == bindparam("key_country"),
+)
+_USAGE = select(t.pool_usage).where(*_KEY_PARAMS)
+_CHANGE = (
+    update(t.pool_usage)
+    .where(*_KEY_PARAMS)
+    .values(
+        used_seconds=t.pool_usage.c.used_seconds + bindparam("used_delta"),
+        held_seconds=t.pool_usage.c.held_seconds + bindparam("held_delta"),
+    )
+)
+
+
+def _params(tenant_id: str, month: str, pool_kind: str, country: str) -> dict[str, Any]:
+    return {
+        "key_tenant_id": tenant_id,
+        "key_month": month,
+        "key_pool_kind": pool_kind,
+        "key_country": country,
+    }
+
+
 def usage_row(
     connection: Connection, tenant_id: str, month: str, pool_kind: str, country: str
 ) -> Any | None:
-    return connection.execute(
-        select(t.pool_usage).where(*_key(tenant_id, month, pool_kind, country))
-    ).first()
+    return connection.execute(_USAGE, _params(tenant_id, month, pool_kind, country)).first()
 
 
 def remaining(
@@ -168,12 +192,12 @@ def change(
     if used_delta == 0 and held_delta == 0:
         return
     result = connection.execute(
-        update(t.pool_usage)
-        .where(*_key(tenant_id, month, pool_kind, country))
-        .values(
-            used_seconds=t.pool_usage.c.used_seconds + used_delta,
-            held_seconds=t.pool_usage.c.held_seconds + held_delta,
-        )
+        _CHANGE,
+        {
+            **_params(tenant_id, month, pool_kind, country),
+            "used_delta": used_delta,
+            "held_delta": held_delta,
+        },
     )
     if result.rowcount == 0:
         assert used_delta >= 0 and held_delta >= 0, "a pool row exists before it is released"
