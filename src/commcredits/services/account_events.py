@@ -24,6 +24,7 @@ from commcredits.services import outbox
 from commcredits.services.clock import now
 from commcredits.services.ids import new_id
 from commcredits.store import tables as t
+from commcredits.store.db import after_commit
 
 if TYPE_CHECKING:
     from commcredits.services.accounts import Account
@@ -117,5 +118,5 @@ def _recharge(connection: Connection, account: Account) -> Account:
             created_at=now(),
         )
     )
-    recharge_wakeup.set()
+    after_commit(connection, recharge_wakeup.set)
     return replace(account, recharge_armed=False, recharge_purchase_id=purchase_id)

@@ -14,6 +14,7 @@ from commcredits.core.roles import NOTIFIED_ROLES
 from commcredits.services.clock import now
 from commcredits.services.ids import new_id
 from commcredits.store import tables as t
+from commcredits.store.db import after_commit
 
 EVENTS = ("recharge_succeeded", "recharge_failed", "balance_depleted", "balance_low")
 
@@ -68,5 +69,5 @@ def emit(connection: Connection, tenant_id: str, event: str, payload: dict[str, 
     ]
     if rows:
         connection.execute(insert(t.deliveries), rows)
-    mail_wakeup.set()
+    after_commit(connection, mail_wakeup.set)
     return event_id

@@ -13,8 +13,8 @@ How writes are serialised (docs/architecture.md says more):
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -90,16 +90,28 @@ def _writer_lock(engine: Engine) -> threading.Lock | None:
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """One write transaction: BEGIN IMMEDIATE on SQLite, READ COMMITTED on PostgreSQL."""
     lock = _writer_lock(engine)
-    if lock is None:
-        with engine.connect() as connection:
-            connection = connection.execution_options(write=True)
+    with lock or nullcontext(), engine.connect() as connection:
+        connection = connection.execution_options(write=True)
+        # info belongs to the pooled DBAPI connection: start and end clean.
+        connection.info.pop(AFTER_COMMIT, None)
+        try:
             with connection.begin():
                 yield connection
-        return
-    with lock, engine.connect() as connection:
-        connection = connection.execution_options(write=True)
-        with connection.begin():
-            yield connection
+        finally:
+            callbacks = connection.info.pop(AFTER_COMMIT, [])
+    for callback in callbacks:
+        callback()
+
+
+AFTER_COMMIT = "commcredits_after_commit"
+
+
+def after_commit(connection: Connection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the write transaction of ``connection`` has
+    committed (e.g. wake a worker for the job it just wrote); never on rollback."""
+    callbacks = connection.info.setdefault(AFTER_COMMIT, [])
+    if callback not in callbacks:
+        callbacks.append(callback)
 
 
 @contextmanager
