@@ -44,3 +44,10 @@ def test_no_token_is_401_problem(client):
     assert response.status_code == 401
     assert response.json()["code"] == "unauthenticated"
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_root_page_points_to_the_api(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "/openapi.json" in response.text

@@ -17,6 +17,7 @@ from commcredits.api import (
     routes_credits,
     routes_directory,
     routes_health,
+    routes_home,
     routes_notifications,
 )
 from commcredits.api.context import AppContext
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     errors.install(app)
     app.add_middleware(metrics.MetricsMiddleware)
     app.include_router(routes_health.router)
+    app.include_router(routes_home.router)
     app.include_router(routes_directory.router)
     app.include_router(routes_catalog.router)
     app.include_router(routes_credits.router)
