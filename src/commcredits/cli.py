@@ -21,6 +21,9 @@ console = Console(soft_wrap=True)
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on"),
     port: int = typer.Option(8000, help="Port to listen on"),
+    workers: int = typer.Option(
+        1, min=1, max=64, help="Server processes (for PostgreSQL; SQLite has one writer)"
+    ),
 ) -> None:
     """Serve the API and the admin center (migrates the database first)."""
     import uvicorn
@@ -33,6 +36,26 @@ def serve(
             "[yellow]COMMCREDITS_OPERATOR_TOKEN is not set: the operator API is locked "
             "with a random token nobody knows.[/yellow]"
         )
+        # Every worker process must lock it with the same token.
+        os.environ["COMMCREDITS_OPERATOR_TOKEN"] = settings.operator_token
+    if workers > 1:
+        # Each process builds its own app (engine, caches, background workers);
+        # the background jobs are claimed in the database, so they run once.
+        # Migrate once here, before the processes start side by side.
+        from commcredits.store.db import make_engine
+        from commcredits.store.migrate import upgrade
+
+        upgrade(make_engine(settings.database_url))
+        uvicorn.run(
+            "commcredits.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+        return
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
 
 
