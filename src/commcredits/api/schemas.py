@@ -4,12 +4,13 @@ values, wrong types and over-long strings are a 422 validation_error."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import phonenumbers
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from commcredits.core import geo
+from commcredits.core.roles import ALL_ROLES
 
 ROLE = Literal[
     "global_admin",
@@ -31,6 +32,9 @@ ROLE = Literal[
     "azure_ad_joined_device_local_admin",
     "reports_reader",
 ]
+# The wire's enum and the permission matrix name the same roles.
+assert frozenset(get_args(ROLE)) == ALL_ROLES
+
 SKU = Literal[
     "calling_plan_domestic",
     "calling_plan_international",

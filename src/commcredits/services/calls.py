@@ -770,7 +770,7 @@ def _end_locked(
             held_delta=-int(call.pool_hold_seconds),
         )
     after = accounts.save(connection, before, after)
-    funding = _final_funding(call, pieces)
+    funding = final_funding(call.funding, call.overage, pieces)
     response = {
         "call_id": call.call_id,
         "charge": format_amount(charge, currency),
@@ -802,18 +802,19 @@ def _end_locked(
     return response
 
 
-def _final_funding(call: Any, pieces: Split) -> str:
-    if call.funding == "free":
+def final_funding(first_funding: str | None, overage: bool, pieces: Split) -> str:
+    """Who paid, once the billed seconds are known: the pool, credits (or nce
+    overage), both (``mixed``), or nobody (``free``)."""
+    if first_funding == "free":
         return "free"
-    past_pool = "overage" if call.overage else "credits"
     if pieces.pool_seconds and pieces.paid_seconds:
         return "mixed"
     if pieces.pool_seconds:
         return "included"
     if pieces.paid_seconds:
-        return past_pool
+        return "overage" if overage else "credits"
     # A zero-second call: what it would have drawn first.
-    return str(call.funding)
+    return str(first_funding)
 
 
 # --- the sweeper -------------------------------------------------------------------------------

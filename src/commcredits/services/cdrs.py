@@ -310,7 +310,7 @@ def _rate_group(
                 )
                 account = replace(account, balance=balance_after, ledger_seq=seq)
                 ledger_seq = seq
-            funding = _funding(decision, pieces)
+            funding = calls.final_funding(decision.funding, decision.overage, pieces)
             call_rows.append(
                 _call_row(record, prep, decision, pieces, charge, funding, ledger_seq, currency)
             )
@@ -331,19 +331,6 @@ def _rate_group(
             from commcredits.api.metrics import CHARGES_POSTED
 
             CHARGES_POSTED.labels("offline").inc(len(ledger_rows))
-
-
-def _funding(decision: Any, pieces: calls.Split) -> str:
-    if decision.funding == "free":
-        return "free"
-    past_pool = "overage" if decision.overage else "credits"
-    if pieces.pool_seconds and pieces.paid_seconds:
-        return "mixed"
-    if pieces.pool_seconds:
-        return "included"
-    if pieces.paid_seconds:
-        return past_pool
-    return str(decision.funding)
 
 
 def _call_row(
