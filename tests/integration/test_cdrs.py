@@ -1,0 +1,203 @@
+"""Offline charging: POST /v1/cdrs (API.md; issue "Charging", item 6)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from commcredits.services.verify import verify_ledger
+from tests.support.api import OPERATOR, charging_token
+from tests.support.charging import (
+    DE_FIXED,
+    US_NUMBER,
+    credits,
+    ensure_plans,
+    ledger,
+    ledger_total,
+    load_deck,
+    make_tenant,
+    make_user,
+    new_call_id,
+    pools,
+    rfc3339,
+    start,
+    tenant_problems,
+)
+
+PAYG = ("calling_plan_payg", "communications_credits")
+
+
+@pytest.fixture(autouse=True)
+def catalog(client):
+    load_deck(client)
+    ensure_plans(client)
+
+
+def record(tenant, user, to=US_NUMBER, duration=125, started_at=None, call_id=None, **extra):
+    body = {
+        "call_id": call_id or new_call_id(),
+        "tenant_id": tenant.id,
+        "call_type": "user_out",
+        "user_id": user["id"] if user else None,
+        "from": None,
+        "to": to,
+        "started_at": started_at or rfc3339(datetime.now(UTC) - timedelta(hours=1)),
+        "duration_seconds": duration,
+    }
+    body.update(extra)
+    return body
+
+
+def post(client, tenant, records):
+    response = client.post("/v1/cdrs", json={"records": records}, headers=tenant.charging)
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
+def test_a_batch_is_rated_with_the_online_rules_and_posted_once(client):
+    tenant = make_tenant(client, balance="10.00")
+    user = make_user(client, tenant.id, usage_location="CH", licenses=PAYG)
+    first, second = (
+        record(tenant, user, duration=125),
+        record(tenant, user, to=DE_FIXED, duration=61),
+    )
+    results = post(client, tenant, [first, second])
+    # US: 125 s on 60/60 bills 180 s at 0.085/min = 0.255 -> 0.26 (half-up, once).
+    # DE: 61 s on 1/1 at 0.06/min + 0.015 connect = 0.076 -> 0.08.
+    assert results == [
+        {"call_id": first["call_id"], "status": "rated", "charge": "0.26", "funding": "credits"},
+        {"call_id": second["call_id"], "status": "rated", "charge": "0.08", "funding": "credits"},
+    ]
+    assert credits(client, tenant.id)["balance"] == "9.66"
+    lines = ledger(client, tenant.id)
+    assert [line["kind"] for line in lines] == ["adjustment", "call_charge", "call_charge"]
+    assert ledger_total(lines) == Decimal("9.66")
+
+
+def test_records_are_idempotent_by_call_id(client):
+    tenant = make_tenant(client, balance="10.00")
+    user = make_user(client, tenant.id, usage_location="CH", licenses=PAYG)
+    one = record(tenant, user)
+    first = post(client, tenant, [one, one])
+    assert [r["status"] for r in first] == ["rated", "duplicate"]
+    again = post(client, tenant, [one])
+    assert again == [{"call_id": one["call_id"], "status": "duplicate"}]
+    assert credits(client, tenant.id)["balance"] == "9.74"
+    # An online call with the same id is the same call too.
+    online = start(client, tenant, "user_out", US_NUMBER, user=user)
+    duplicate = post(client, tenant, [record(tenant, user, call_id=online["call_id"])])
+    assert duplicate[0]["status"] == "duplicate"
+
+
+def test_bad_records_are_rejected_and_the_rest_rated(client):
+    tenant = make_tenant(client, balance="10.00")
+    payg = make_user(client, tenant.id, usage_location="CH", licenses=PAYG)
+    no_plan = make_user(
+        client, tenant.id, usage_location="CH", licenses=("communications_credits",)
+    )
+    now = datetime.now(UTC)
+    good = record(tenant, payg)
+    batch = [
+        record(tenant, payg, to="+1 201 555 0123"),
+        good,
+        record(tenant, no_plan),
+        record(tenant, None, user_id="nobody@nowhere.example"),
+        record(tenant, payg, started_at=rfc3339(now - timedelta(days=401))),
+        record(tenant, payg, started_at=rfc3339(now + timedelta(minutes=10))),
+        record(tenant, payg, duration="60"),
+        record(tenant, payg, call_type="video_call"),
+        {"call_id": "no-fields"},
+        "not an object",
+    ]
+    results = post(client, tenant, batch)
+    assert len(results) == len(batch)
+    statuses = [r["status"] for r in results]
+    assert statuses == ["rejected", "rated"] + ["rejected"] * 8
+    assert results[0]["error"] == "invalid_number"
+    assert results[2]["error"] == "no_calling_plan"
+    assert "not found" in results[3]["error"]
+    assert "400 days" in results[4]["error"]
+    assert "future" in results[5]["error"]
+    assert results[6]["error"].startswith("duration_seconds")
+    assert results[7]["error"].startswith("call_type")
+    assert all(r.get("error") for r in results if r["status"] == "rejected")
+    assert credits(client, tenant.id)["balance"] == "9.74"
+
+
+def test_records_may_take_the_balance_below_zero_and_then_credit_calls_are_denied(client, engine):
+    tenant = make_tenant(client, balance="0.10")
+    user = make_user(client, tenant.id, usage_location="CH", licenses=PAYG)
+    results = post(client, tenant, [record(tenant, user, duration=125)])
+    assert results[0]["status"] == "rated" and results[0]["charge"] == "0.26"
+    account = credits(client, tenant.id)
+    assert account["balance"] == "-0.16"
+    assert account["status"] == "depleted"
+    denied = start(client, tenant, "user_out", US_NUMBER, user=user)
+    assert denied["decision"] == "deny"
+    assert denied["reason"] == "insufficient_balance"
+    assert tenant_problems(verify_ledger(engine), tenant.id) == []
+
+
+def test_pools_follow_each_records_month_in_the_tenant_timezone(client):
+    tenant = make_tenant(client, balance="10.00", country="US", timezone="America/New_York")
+    user = make_user(client, tenant.id, usage_location="US", licenses=("calling_plan_domestic",))
+    # 03:00Z on 1 March is still 28 February in New York.
+    results = post(
+        client,
+        tenant,
+        [record(tenant, user, to=US_NUMBER, duration=61, started_at="2026-03-01T03:00:00Z")],
+    )
+    assert results[0] == {
+        "call_id": results[0]["call_id"],
+        "status": "rated",
+        "charge": "0.00",
+        "funding": "included",
+    }
+    february = pools(client, tenant.id, "2026-02")
+    march = pools(client, tenant.id, "2026-03")
+    assert february[("domestic", "US")]["used_seconds"] == 120  # 61 s on 60/60
+    assert march.get(("domestic", "US"), {}).get("used_seconds", 0) == 0
+    assert credits(client, tenant.id)["balance"] == "10.00"
+
+
+def test_nce_records_are_overage_and_move_no_credits(client):
+    tenant = make_tenant(client, agreement="nce")
+    user = make_user(client, tenant.id, usage_location="CH", licenses=("calling_plan_payg",))
+    started = datetime.now(UTC) - timedelta(hours=1)
+    results = post(
+        client, tenant, [record(tenant, user, duration=125, started_at=rfc3339(started))]
+    )
+    assert results[0]["status"] == "rated"
+    assert results[0]["funding"] == "overage"
+    assert results[0]["charge"] == "0.26"
+    assert credits(client, tenant.id)["balance"] == "0.00"
+    month = started.strftime("%Y-%m")
+    overage = client.get(
+        f"/v1/tenants/{tenant.id}/overage", params={"month": month}, headers=OPERATOR
+    ).json()
+    assert overage["total_charge"] == "0.26" and overage["calls"] == 1
+
+
+def test_a_token_of_another_tenant_gets_its_records_rejected(client):
+    tenant = make_tenant(client, balance="10.00")
+    other = make_tenant(client, balance="10.00")
+    user = make_user(client, tenant.id, usage_location="CH", licenses=PAYG)
+    response = client.post(
+        "/v1/cdrs", json={"records": [record(tenant, user)]}, headers=other.charging
+    )
+    assert response.status_code == 200
+    assert response.json()["results"][0]["status"] == "rejected"
+    assert credits(client, tenant.id)["balance"] == "10.00"
+
+
+def test_batches_are_limited_to_ten_thousand_records(client):
+    tenant = make_tenant(client)
+    response = client.post(
+        "/v1/cdrs",
+        json={"records": [{"call_id": f"x{i}"} for i in range(10_001)]},
+        headers=charging_token(client, tenant.id),
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
