@@ -27,7 +27,7 @@ from commcredits.api.schemas import (
     UserCreate,
     UserPatch,
 )
-from commcredits.core.roles import Permission
+from commcredits.core.roles import Permission, may
 from commcredits.errors import ValidationFailed
 from commcredits.services import audit, directory
 from commcredits.store import tables as t
@@ -140,10 +140,11 @@ def list_subscriptions(
 
 
 def _require_users_or_read(principal: Principal, tenant_id: str) -> None:
-    try:
-        require_permission(principal, tenant_id, Permission.MANAGE_USERS)
-    except Exception:
-        require_permission(principal, tenant_id, Permission.READ)
+    """Seats are read by those who assign licenses and by the reader roles."""
+    if principal.kind == "user" and principal.tenant_id == tenant_id:
+        if may(principal.roles, Permission.MANAGE_USERS):
+            return
+    require_permission(principal, tenant_id, Permission.READ)
 
 
 # --- users -----------------------------------------------------------------------------
