@@ -19,6 +19,7 @@ from commcredits.api import (
     routes_health,
     routes_home,
     routes_notifications,
+    routes_reports,
 )
 from commcredits.api.context import AppContext
 from commcredits.config import Settings
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(routes_credits.router)
     app.include_router(routes_calls.router)
     app.include_router(routes_notifications.router)
+    app.include_router(routes_reports.router)
     return app
 
 
