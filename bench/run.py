@@ -146,6 +146,9 @@ def main() -> int:
                 rows += bench_backend(
                     backend, url, db_pid, Path(scratch), duration, warmup, core, raw
                 )
+                rows += bench_reports(
+                    backend, url, QUICK_REPORT_ROWS if arguments.quick else REPORT_ROWS, raw
+                )
                 if backend == "sqlite" and not arguments.no_profile:
                     profile_summary = run_profile(url, Path(scratch), duration)
                     raw["profile"] = profile_summary
@@ -667,6 +670,40 @@ def charging_rows(
             )
         )
     return rows
+
+
+# --- reports -------------------------------------------------------------------------------
+
+REPORT_ROWS = 50_000
+QUICK_REPORT_ROWS = 10_000
+
+
+def bench_reports(backend: str, url: str, rows: int, raw: dict[str, Any]) -> list[Row]:
+    """PSTN usage export (CSV and xlsx, streamed) beside the csv module alone."""
+    import reports as report_bench
+
+    print(f"[{backend}] PSTN usage export of {rows:,} calls ...", flush=True)
+    results = report_bench.run(url, rows)
+    raw.setdefault("reports", {})[backend] = results
+    baseline = float(results["csv_writer_alone"])  # type: ignore[arg-type]
+    table = []
+    for name in ("csv", "xlsx"):
+        figures = results.get(name)
+        if not isinstance(figures, dict):
+            continue
+        table.append(
+            Row(
+                backend,
+                f"report export, {name}, {rows:,} calls (streamed)",
+                figures["rows_per_second"],
+                "rows/s",
+                baseline="csv module alone, rows in memory",
+                baseline_value=baseline,
+                detail=f"first byte after {figures['first_byte_seconds']:.2f} s; "
+                f"{figures['megabytes']:.1f} MB",
+            )
+        )
+    return table
 
 
 # --- rate lookup -------------------------------------------------------------------------------
