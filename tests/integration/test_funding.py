@@ -975,3 +975,37 @@ def test_balance_events_fire_once_per_crossing_and_rearm(client, engine):
     payload = outbox_events(engine, tid, "balance_depleted")[0].payload
     assert payload["balance"] == "0.00"
     assert count("recharge_succeeded") == count("recharge_failed") == 0
+
+
+def test_purchases_are_listed_failed_ones_included_and_paginated(client):
+    tenant = create_tenant(client)
+    headers = billing_admin(client, tenant["id"])
+    good = add_card(client, tenant["id"], headers)
+    declined = add_card(client, tenant["id"], headers, number="4000000000000002")
+    first = buy(client, tenant["id"], headers, "60.00", good["id"]).json()
+    second = buy(client, tenant["id"], headers, "70.00", declined["id"]).json()
+    third = buy(client, tenant["id"], headers, "80.00", good["id"]).json()
+    assert second["status"] == "failed" and second["failure_code"] == "card_declined"
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get(
+            f"/v1/tenants/{tenant['id']}/credits/purchases", params=params, headers=headers
+        ).json()
+        seen += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [p["id"] for p in seen] == [first["id"], second["id"], third["id"]]
+    assert [p["status"] for p in seen] == ["succeeded", "failed", "succeeded"]
+    one = client.get(
+        f"/v1/tenants/{tenant['id']}/credits/purchases/{second['id']}", headers=headers
+    )
+    assert one.status_code == 200 and one.json()["failure_code"] == "card_declined"
+    missing = client.get(
+        f"/v1/tenants/{tenant['id']}/credits/purchases/pur_missing", headers=headers
+    )
+    assert missing.status_code == 404

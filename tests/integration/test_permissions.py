@@ -341,6 +341,8 @@ ROWS = [
     Row("GET", f"{T}/credits", READERS, 200),
     Row("GET", f"{T}/credits/auto-recharge", READERS, 200),
     Row("GET", f"{T}/credits/transactions", READERS, 200),
+    Row("GET", f"{T}/credits/purchases", READERS, 200),
+    Row("GET", f"{T}/credits/purchases/pur_missing", READERS, None),
     Row("GET", f"{T}/pools", READERS, 200),
     Row("GET", f"{T}/overage", READERS, 200),
     Row("GET", f"{T}/reports/pstn-usage", READERS, 200),

@@ -142,6 +142,28 @@ def purchase(
     return JSONResponse(result, status_code=201)
 
 
+@router.get("/credits/purchases", summary="Purchases and auto-recharges, failed ones included")
+def list_purchases(
+    tenant_id: str,
+    limit: int = Query(pagination.DEFAULT_PAGE_SIZE),
+    cursor: str | None = Query(None, max_length=1000),
+    ctx: AppContext = Ctx,
+    principal: Principal = Auth,
+) -> dict[str, Any]:
+    require_permission(principal, tenant_id, Permission.READ)
+    with read_transaction(ctx.engine) as connection:
+        return funding.purchases_page(connection, tenant_id, limit, cursor)
+
+
+@router.get("/credits/purchases/{purchase_id}", summary="One purchase")
+def get_purchase(
+    tenant_id: str, purchase_id: str, ctx: AppContext = Ctx, principal: Principal = Auth
+) -> dict[str, Any]:
+    require_permission(principal, tenant_id, Permission.READ)
+    with read_transaction(ctx.engine) as connection:
+        return funding.get_purchase(connection, tenant_id, purchase_id)
+
+
 @router.put("/credits/auto-recharge", summary="Set auto-recharge")
 def set_auto_recharge(
     tenant_id: str, body: AutoRechargeUpdate, ctx: AppContext = Ctx, principal: Principal = Auth

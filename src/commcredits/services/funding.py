@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -44,7 +44,7 @@ from commcredits.errors import (
     ValidationFailed,
 )
 from commcredits.services import accounts, audit, directory
-from commcredits.services.clock import now, rfc3339
+from commcredits.services.clock import as_utc, now, rfc3339
 from commcredits.services.ids import new_id
 from commcredits.store import tables as t
 from commcredits.store.db import is_postgres, read_transaction, write_transaction
@@ -666,6 +666,40 @@ def transactions_page(
         for r in rows
     ]
     return {"items": items, "next_cursor": next_cursor}
+
+
+def purchases_page(
+    connection: Connection, tenant_id: str, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """One-time purchases and auto-recharges, failed ones included, newest last."""
+    from commcredits.api import pagination
+
+    directory.require_tenant(connection, tenant_id)
+    pagination.check_limit(limit)
+    query = select(t.purchases).where(t.purchases.c.tenant_id == tenant_id)
+    if cursor:
+        at_text, after_id = pagination.decode_cursor(cursor, 2)
+        try:
+            after_at = datetime.fromisoformat(str(at_text))
+        except ValueError as exc:
+            raise ValidationFailed("cursor is not one this service issued") from exc
+        query = query.where(
+            (t.purchases.c.created_at > after_at)
+            | ((t.purchases.c.created_at == after_at) & (t.purchases.c.id > str(after_id)))
+        )
+    query = query.order_by(t.purchases.c.created_at, t.purchases.c.id).limit(limit + 1)
+    rows = connection.execute(query).all()
+    rows, next_cursor = pagination.split(
+        rows, limit, lambda r: [as_utc(r.created_at).isoformat(), r.id]
+    )
+    return {"items": [purchase_dict(r, None) for r in rows], "next_cursor": next_cursor}
+
+
+def get_purchase(connection: Connection, tenant_id: str, purchase_id: str) -> dict[str, Any]:
+    row = _purchase_row(connection, tenant_id, purchase_id)
+    if row is None:
+        raise not_found_purchase(purchase_id)
+    return purchase_dict(row, None)
 
 
 def not_found_purchase(purchase_id: str) -> NotFound:
