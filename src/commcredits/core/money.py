@@ -93,9 +93,28 @@ def is_known_currency(code: str) -> bool:
 
 def minor_unit_digits(currency: str) -> int:
     """Fraction digits of the currency's minor unit (USD 2, JPY 0, KWD 3), from CLDR."""
+    return _minor_unit(_hashable_code(currency))[0]
+
+
+def minor_unit_quantum(currency: str) -> Decimal:
+    """One minor unit of the currency as a Decimal exponent: USD Decimal('0.01')."""
+    return _minor_unit(_hashable_code(currency))[1]
+
+
+def _hashable_code(currency: object) -> str:
+    if not isinstance(currency, str):
+        raise InvalidMoney(f"currency {currency!r} is not a known ISO 4217 currency code")
+    return currency
+
+
+# On every posting and every formatted amount: babel's lookup is cached per
+# code (an unknown code raises, and exceptions are not cached).
+@lru_cache(maxsize=512)
+def _minor_unit(currency: str) -> tuple[int, Decimal]:
     if not is_known_currency(currency):
         raise InvalidMoney(f"currency {currency!r} is not a known ISO 4217 currency code")
-    return get_currency_precision(currency)
+    digits = get_currency_precision(currency)
+    return digits, Decimal(1).scaleb(-digits)
 
 
 def parse_amount(
@@ -145,8 +164,9 @@ def round_to_minor(amount: Decimal, currency: str) -> Decimal:
     to exactly minus the charge.
     """
     assert isinstance(amount, Decimal) and amount.is_finite(), amount
-    minor_unit = Decimal(1).scaleb(-minor_unit_digits(currency))
-    rounded = amount.quantize(minor_unit, rounding=ROUND_HALF_UP, context=MONEY_CONTEXT)
+    rounded = amount.quantize(
+        minor_unit_quantum(currency), rounding=ROUND_HALF_UP, context=MONEY_CONTEXT
+    )
     return _without_negative_zero(rounded)
 
 

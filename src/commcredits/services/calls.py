@@ -36,7 +36,7 @@ from commcredits.core.charging import (
     route_call,
 )
 from commcredits.core.eligibility import eligibility
-from commcredits.core.money import format_amount, format_money, minor_unit_digits, round_to_minor
+from commcredits.core.money import format_amount, format_money, minor_unit_quantum, round_to_minor
 from commcredits.core.numbers import InvalidNumber, NumberInfo, analyse_number, same_country
 from commcredits.core.rating import Tariff, billed_seconds, charge_for_paid_seconds
 from commcredits.errors import CallConflict, DomainError, NotFound, ValidationFailed
@@ -253,8 +253,7 @@ def align_down(seconds: int, tariff: Tariff | None) -> int:
 
 def ceil_to_minor(amount: Decimal, currency: str) -> Decimal:
     """Holds round up, so that the charge (rounded half-up, once) always fits."""
-    quantum = Decimal(1).scaleb(-minor_unit_digits(currency))
-    return amount.quantize(quantum, rounding=ROUND_CEILING)
+    return amount.quantize(minor_unit_quantum(currency), rounding=ROUND_CEILING)
 
 
 @dataclass(frozen=True)

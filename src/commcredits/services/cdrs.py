@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from commcredits.core.catalog import Plans, RateIndex
@@ -33,6 +33,7 @@ from commcredits.services import accounts, calls, directory, pool_store
 from commcredits.services.clock import now
 from commcredits.services.ids import new_id
 from commcredits.store import tables as t
+from commcredits.store.bulk import insert_rows
 from commcredits.store.db import read_transaction, write_transaction
 
 MAX_BATCH_RECORDS = 10_000
@@ -213,13 +214,16 @@ def _rate_group(
                 ).scalars()
             )
         pools: dict[tuple[str, str, str], list[int]] = {}  # key -> [remaining, used_delta]
-        account = before
+        balance = before.balance
+        ledger_seq = before.ledger_seq
         ledger_rows: list[dict[str, Any]] = []
         entry_rows: list[dict[str, Any]] = []
         call_rows: list[dict[str, Any]] = []
         currency = before.currency
         at = now()
         seen: set[str] = set()
+        # A deck names few tariffs; a batch builds each once (keyed by row identity).
+        tariffs: dict[int, calls.Tariff | None] = {}
         for record, prep in prepared:
             if record.call_id in existing or record.call_id in seen:
                 outcomes[record.position] = Outcome(record.call_id, "duplicate")
@@ -242,6 +246,11 @@ def _rate_group(
                     )
                     pools[pool_key] = [remaining, 0]
                 pool_remaining = pools[pool_key][0]
+            rate_key = id(prep.rate)
+            if rate_key in tariffs:
+                tariff = tariffs[rate_key]
+            else:
+                tariff = tariffs[rate_key] = calls.tariff_of(prep.rate)
             if prep.early_denial is not None:
                 decision = prep.early_denial
             else:
@@ -250,7 +259,7 @@ def _rate_group(
                     prep.party,
                     terms,
                     pool_remaining_seconds=pool_remaining,
-                    tariff=calls.tariff_of(prep.rate),
+                    tariff=tariff,
                     available=UNBOUNDED_AVAILABLE,
                 )
             if not decision.allow:
@@ -258,7 +267,6 @@ def _rate_group(
                     record.call_id, "rejected", error=decision.reason
                 )
                 continue
-            tariff = calls.tariff_of(prep.rate)
             if decision.funding == "free":
                 pieces = calls.Split(0, 0, 0, ZERO)
             else:
@@ -268,8 +276,8 @@ def _rate_group(
             if not (decision.credits_allowed or decision.overage):
                 # The pool alone pays: seconds past it are recorded, not charged.
                 charge = ZERO
-            ledger_seq = None
-            if paid_by_credits and abs(account.balance - charge) > accounts.MAX_BALANCE:
+            call_ledger_seq = None
+            if paid_by_credits and abs(balance - charge) > accounts.MAX_BALANCE:
                 outcomes[record.position] = Outcome(
                     record.call_id, "rejected", error="the balance would pass its limit"
                 )
@@ -278,24 +286,24 @@ def _rate_group(
                 pools[pool_key][0] -= pieces.pool_seconds
                 pools[pool_key][1] += pieces.pool_seconds
             if paid_by_credits:
-                seq = account.ledger_seq + 1
-                balance_after = account.balance - charge
+                ledger_seq += 1
+                balance -= charge
                 ledger_rows.append(
                     {
                         "tenant_id": group.tenant_id,
-                        "seq": seq,
+                        "seq": ledger_seq,
                         "id": new_id("txn"),
                         "at": at,
                         "kind": "call_charge",
                         "amount": -charge,
-                        "balance_after": balance_after,
+                        "balance_after": balance,
                         "reference": f"call {record.call_id}",
                     }
                 )
                 entry_rows.append(
                     {
                         "tenant_id": group.tenant_id,
-                        "seq": seq,
+                        "seq": ledger_seq,
                         "account": CREDITS_ACCOUNT,
                         "amount": -charge,
                     }
@@ -303,25 +311,25 @@ def _rate_group(
                 entry_rows.append(
                     {
                         "tenant_id": group.tenant_id,
-                        "seq": seq,
+                        "seq": ledger_seq,
                         "account": COUNTER_ACCOUNT["call_charge"],
                         "amount": charge,
                     }
                 )
-                account = replace(account, balance=balance_after, ledger_seq=seq)
-                ledger_seq = seq
+                call_ledger_seq = ledger_seq
             funding = calls.final_funding(decision.funding, decision.overage, pieces)
             call_rows.append(
-                _call_row(record, prep, decision, pieces, charge, funding, ledger_seq, currency)
+                _call_row(
+                    record, prep, decision, pieces, charge, funding, call_ledger_seq, currency
+                )
             )
             outcomes[record.position] = Outcome(
                 record.call_id, "rated", charge=format_amount(charge, currency), funding=funding
             )
-        if ledger_rows:
-            connection.execute(insert(t.ledger_transactions), ledger_rows)
-            connection.execute(insert(t.ledger_entries), entry_rows)
-        if call_rows:
-            connection.execute(insert(t.calls), call_rows)
+        account = replace(before, balance=balance, ledger_seq=ledger_seq)
+        insert_rows(connection, t.ledger_transactions, ledger_rows)
+        insert_rows(connection, t.ledger_entries, entry_rows)
+        insert_rows(connection, t.calls, call_rows)
         for (month, pool_kind, country), (_, used) in pools.items():
             pool_store.change(
                 connection, group.tenant_id, month, pool_kind, country, used_delta=used
