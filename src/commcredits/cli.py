@@ -17,6 +17,20 @@ app = typer.Typer(
 console = Console(soft_wrap=True)
 
 
+def _check_mail_settings(settings: Settings) -> None:
+    """Refuse to start with SMTP settings no mail could go out with: the
+    worker would otherwise fail every pass and only log it."""
+    from commcredits.adapters.mail import check_mail_settings
+
+    if not settings.smtp_url:
+        return
+    try:
+        check_mail_settings(settings.smtp_url, settings.mail_from, settings.smtp_ca_file)
+    except ValueError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on"),
@@ -31,6 +45,7 @@ def serve(
     from commcredits.api.app import create_app
 
     settings = Settings.from_env()
+    _check_mail_settings(settings)
     if not os.environ.get("COMMCREDITS_OPERATOR_TOKEN"):
         console.print(
             "[yellow]COMMCREDITS_OPERATOR_TOKEN is not set: the operator API is locked "
@@ -114,7 +129,6 @@ def mail_worker(
     import signal
     import threading
 
-    from commcredits.adapters.mail import parse_smtp_url
     from commcredits.services import notify
     from commcredits.services.workers import Worker, Workers
     from commcredits.store.db import make_engine
@@ -123,11 +137,8 @@ def mail_worker(
     if not settings.smtp_url:
         console.print("[red]COMMCREDITS_SMTP_URL is not set: mails stay in the outbox[/red]")
         raise typer.Exit(2)
-    try:
-        target = parse_smtp_url(settings.smtp_url)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    _check_mail_settings(settings)
+    target = notify.smtp_target(settings)
     engine = make_engine(settings.database_url)
     if once:
         total = 0

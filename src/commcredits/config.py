@@ -26,6 +26,9 @@ class Settings:
     database_url: str
     operator_token: str
     smtp_url: str | None = None
+    # PEM file of the CA(s) the SMTP server's certificate must chain to; unset:
+    # the system's (which honours SSL_CERT_FILE).
+    smtp_ca_file: str | None = None
     mail_from: str = "commcredits@localhost"
     payment_provider: str = "simulated"
     stripe_api_key: str | None = None
@@ -51,6 +54,7 @@ class Settings:
             # a random token nobody knows.
             operator_token=env.get("COMMCREDITS_OPERATOR_TOKEN") or secrets.token_urlsafe(32),
             smtp_url=env.get("COMMCREDITS_SMTP_URL") or None,
+            smtp_ca_file=env.get("COMMCREDITS_SMTP_CA_FILE") or None,
             mail_from=env.get("COMMCREDITS_MAIL_FROM") or "commcredits@localhost",
             payment_provider=env.get("COMMCREDITS_PAYMENT_PROVIDER") or "simulated",
             stripe_api_key=env.get("STRIPE_API_KEY") or None,

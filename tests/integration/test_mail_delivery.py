@@ -6,31 +6,44 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from commcredits.adapters.mail import Mailer, MailError, SmtpMailer, parse_smtp_url
-from commcredits.api import routes_notifications
-from commcredits.api.app import create_app
-from commcredits.config import sqlalchemy_url
+from commcredits.adapters.mail import (
+    Mailer,
+    MailError,
+    SmtpMailer,
+    check_mail_settings,
+    parse_smtp_url,
+    smtp_address,
+)
 from commcredits.services import notify
 from commcredits.services.clock import as_utc
 from commcredits.services.clock import now as clock_now
 from commcredits.store import tables as t
-from commcredits.store.db import make_engine
-from commcredits.store.migrate import upgrade
-from tests.conftest import BACKENDS, fresh_database_url, make_settings
-from tests.support.api import OPERATOR, create_tenant, create_user, unique
-from tests.support.smtp import SmtpSink
+from tests.conftest import BACKENDS
+from tests.support.api import unique
+from tests.support.mail import (
+    MAIL_FROM,
+    counts_for,
+    deliveries,
+    depleted,
+    listing,
+    make_app,
+    migrated_database,
+    park_outbox,
+    run_until_idle,
+    tenant_with_admins,
+)
+from tests.support.smtp import SmtpSink, make_certificate
 
-MAIL_FROM = "credits@commcredits.test"
-NOTIFICATIONS_PATH = "/v1/tenants/{tenant_id}/notifications"
 LEASE = timedelta(seconds=notify.SENDING_LEASE_SECONDS)
+CAP = timedelta(seconds=notify.BACKOFF_CAP_SECONDS)
 
 
 class WorkerCrash(Exception):
@@ -39,14 +52,7 @@ class WorkerCrash(Exception):
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, pg_cluster: Any) -> str:
-    """A fresh database per backend, migrated once: the apps below skip it."""
-    url = fresh_database_url(request.param, pg_cluster)
-    engine = make_engine(sqlalchemy_url(url))
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
-    return url
+    return migrated_database(request.param, pg_cluster)
 
 
 @pytest.fixture()
@@ -58,101 +64,31 @@ def sink() -> Iterator[SmtpSink]:
         server.stop()
 
 
-def make_app(database_url: str, smtp_url: str) -> Any:
-    app = create_app(
-        make_settings(database_url, COMMCREDITS_SMTP_URL=smtp_url, COMMCREDITS_MAIL_FROM=MAIL_FROM),
-        migrate=False,
-    )
-    if not any(getattr(route, "path", "") == NOTIFICATIONS_PATH for route in app.routes):
-        app.include_router(routes_notifications.router)
-    return app
-
-
 @pytest.fixture(autouse=True)
 def quiet_outbox(request: pytest.FixtureRequest) -> Iterator[None]:
     """Tests share a database per backend; a delivery one test leaves due must
     not be sent by the next one. Park them all as failed afterwards."""
     yield
-    if "database_url" not in request.fixturenames:
-        return
-    engine = make_engine(sqlalchemy_url(request.getfixturevalue("database_url")))
+    if "database_url" in request.fixturenames:
+        park_outbox(request.getfixturevalue("database_url"))
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    cert, key = make_certificate(tmp_path_factory.mktemp("tls"))
+    return str(cert), str(key)
+
+
+def set_rows(engine: Any, tenant_id: str, **values: Any) -> None:
     d = t.deliveries
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                update(d).where(d.c.status.in_(("pending", "sending"))).values(status="failed")
-            )
-    finally:
-        engine.dispose()
-
-
-def tenant_with_admins(client: TestClient, count: int, **emails: str) -> tuple[str, set[str]]:
-    tenant = create_tenant(client)
-    addresses = set()
-    for _ in range(count):
-        addresses.add(create_user(client, tenant["id"], roles=["billing_admin"])["upn"])
-    for label, email in emails.items():
-        create_user(
-            client,
-            tenant["id"],
-            upn=f"{unique(label)}@contoso.example",
-            email=email,
-            roles=["global_admin"],
-        )
-        addresses.add(email)
-    return tenant["id"], addresses
-
-
-def depleted(client: TestClient, tenant_id: str, times: int = 1) -> None:
-    """Each round trip above zero and back is one balance_depleted event."""
-    for _ in range(times):
-        for amount in ("75", "-75"):
-            response = client.post(
-                f"/v1/tenants/{tenant_id}/credits/adjustments",
-                json={"amount": amount, "reason": "test"},
-                headers=OPERATOR,
-            )
-            assert response.status_code == 201, response.text
-
-
-def deliveries(engine: Any, tenant_id: str) -> list[Any]:
-    d = t.deliveries
-    with engine.connect() as connection:
-        return list(
-            connection.execute(
-                select(d).where(d.c.tenant_id == tenant_id).order_by(d.c.message_id)
-            ).all()
-        )
-
-
-def run_until_idle(app: Any, at: datetime, mailer: Mailer | None = None, batch: int = 50) -> int:
-    ctx = app.state.ctx
-    total = 0
-    while worked := notify.deliver_pending(
-        ctx.engine, ctx.settings, now=at, mailer=mailer, batch=batch
-    ):
-        total += worked
-    return total
-
-
-def counts_for(sink: SmtpSink, tenant_id: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for item in sink.received():
-        if item.message["X-Commcredits-Tenant"] == tenant_id:
-            counts[item.message_id] = counts.get(item.message_id, 0) + 1
-    return counts
-
-
-def listing(client: TestClient, tenant_id: str) -> list[dict[str, Any]]:
-    response = client.get(NOTIFICATIONS_PATH.format(tenant_id=tenant_id), headers=OPERATOR)
-    assert response.status_code == 200, response.text
-    return list(response.json()["items"])
+    with engine.begin() as connection:
+        connection.execute(update(d).where(d.c.tenant_id == tenant_id).values(**values))
 
 
 # --- an SMTP outage ------------------------------------------------------------------------------
 
 
-def test_outage_then_recovery_delivers_every_message_exactly_once(database_url, sink):
+def test_a_day_and_a_half_outage_loses_nothing_and_counts_no_attempt(database_url, sink):
     app = make_app(database_url, sink.url)
     engine = app.state.ctx.engine
     sink.stop()  # down before anything happens
@@ -165,26 +101,104 @@ def test_outage_then_recovery_delivers_every_message_exactly_once(database_url, 
         start = clock_now()
         assert run_until_idle(app, start) >= len(expected)
         for row in deliveries(engine, tenant_id):
-            assert (row.status, row.attempts) == ("pending", 1)
+            assert (row.status, row.attempts) == ("pending", 0)
             assert "cannot reach the SMTP server" in row.last_error
             assert as_utc(row.next_attempt_at) == start + timedelta(seconds=5)
         assert run_until_idle(app, start + timedelta(seconds=1)) == 0  # backing off
-        assert run_until_idle(app, start + timedelta(seconds=10)) >= len(expected)  # still down
-        assert {row.attempts for row in deliveries(engine, tenant_id)} == {2}
+
+        # Every pass finds the server down; the wait grows to the cap and stays there.
+        at, waits = start, []
+        for _ in range(160):
+            at = max(as_utc(row.next_attempt_at) for row in deliveries(engine, tenant_id))
+            assert run_until_idle(app, at) >= len(expected)
+            rows = deliveries(engine, tenant_id)
+            assert {(row.status, row.attempts) for row in rows} == {("pending", 0)}
+            waits.append(max(as_utc(row.next_attempt_at) for row in rows) - at)
+        assert at - start > timedelta(hours=36)
+        assert waits[:3] == [timedelta(seconds=5), timedelta(seconds=10), timedelta(seconds=20)]
+        assert waits[-1] == CAP and max(waits) == CAP
         items = listing(client, tenant_id)
         assert {item["status"] for item in items} == {"pending"}
         assert all(r["last_error"] for item in items for r in item["recipients"])
 
         sink.start()  # back up, on the same port
-        run_until_idle(app, start + timedelta(minutes=1))
+        run_until_idle(app, at + CAP)
         assert counts_for(sink, tenant_id) == dict.fromkeys(expected, 1)
         rows = deliveries(engine, tenant_id)
-        assert {(row.status, row.attempts, row.last_error) for row in rows} == {("sent", 3, None)}
-        assert run_until_idle(app, start + timedelta(hours=1)) == 0
+        assert {(row.status, row.attempts, row.last_error) for row in rows} == {("sent", 1, None)}
+        assert run_until_idle(app, at + timedelta(hours=1)) == 0
         assert counts_for(sink, tenant_id) == dict.fromkeys(expected, 1)
         items = listing(client, tenant_id)
         assert {item["status"] for item in items} == {"sent"}
         assert all(item["sent_at"] for item in items)
+
+
+# --- addresses the server may not take -------------------------------------------------------
+
+
+@pytest.mark.parametrize("smtputf8", [False, True], ids=["ascii-server", "smtputf8-server"])
+def test_a_non_ascii_address_never_holds_up_the_others(database_url, smtputf8):
+    local = f"jos\u00e9.{unique('x')}@mail.contoso.example"  # needs SMTPUTF8
+    idn = f"{unique('ops')}@b\u00fccher.example"  # an IDNA domain: plain ASCII on the wire
+    server = SmtpSink(smtputf8=smtputf8).start()
+    try:
+        app = make_app(database_url, server.url)
+        engine = app.state.ctx.engine
+        with TestClient(app, raise_server_exceptions=False) as client:
+            tenant_id, addresses = tenant_with_admins(client, 3, local=local, idn=idn)
+            depleted(client, tenant_id, times=2)
+            start = clock_now()
+            # The internationalized address leads every batch.
+            d = t.deliveries
+            with engine.begin() as connection:
+                connection.execute(
+                    update(d)
+                    .where(d.c.tenant_id == tenant_id, d.c.recipient == local)
+                    .values(next_attempt_at=start - timedelta(minutes=1))
+                )
+            run_until_idle(app, start, batch=3)
+            rows = deliveries(engine, tenant_id)
+            items = listing(client, tenant_id)
+        ascii_idn = idn.replace("b\u00fccher.example", "xn--bcher-kva.example")
+        received = [
+            item for item in server.received() if item.message["X-Commcredits-Tenant"] == tenant_id
+        ]
+        by_address: dict[str, int] = {}
+        for item in received:
+            by_address[item.recipient] = by_address.get(item.recipient, 0) + 1
+        others = sorted(addresses - {local, idn})
+        assert {(row.recipient, row.status) for row in rows if row.recipient != local} == {
+            (address, "sent") for address in [*others, idn]
+        }
+        assert {a: by_address.get(a) for a in [*others, ascii_idn]} == dict.fromkeys(
+            [*others, ascii_idn], 2
+        )
+        local_rows = [row for row in rows if row.recipient == local]
+        if smtputf8:
+            assert {(row.status, row.attempts) for row in local_rows} == {("sent", 1)}
+            assert by_address.get(local) == 2
+            assert all(item.smtputf8 for item in received if item.recipient == local)
+        else:
+            assert {(row.status, row.attempts) for row in local_rows} == {("failed", 1)}
+            assert all("SMTPUTF8" in row.last_error for row in local_rows)
+            assert local not in by_address
+            assert {item["status"] for item in items} == {"failed"}
+    finally:
+        server.stop()
+
+
+def test_an_address_no_smtp_can_carry_fails_alone(database_url, sink):
+    broken = f"{unique('x')}@bad..\u00e9xample"  # an empty label: no IDNA form
+    app = make_app(database_url, sink.url)
+    engine = app.state.ctx.engine
+    with TestClient(app, raise_server_exceptions=False) as client:
+        tenant_id, addresses = tenant_with_admins(client, 2, broken=broken)
+        depleted(client, tenant_id)
+    run_until_idle(app, clock_now())
+    rows = {row.recipient: row for row in deliveries(engine, tenant_id)}
+    assert rows[broken].status == "failed" and "cannot build the mail" in rows[broken].last_error
+    assert {rows[a].status for a in addresses - {broken}} == {"sent"}
+    assert len(counts_for(sink, tenant_id)) == 2
 
 
 # --- a crash between the SMTP send and recording it -------------------------------------------------
@@ -352,7 +366,7 @@ def test_smtp_login(database_url):
         start = clock_now()
         run_until_idle(wrong_app, start)
         rows = deliveries(wrong_app.state.ctx.engine, tenant_id)
-        assert {row.status for row in rows} == {"pending"}
+        assert {(row.status, row.attempts) for row in rows} == {("pending", 0)}
         assert all("login failed" in row.last_error for row in rows)
 
         right_app = make_app(database_url, good)
@@ -363,6 +377,103 @@ def test_smtp_login(database_url):
         assert set(counts_for(server, tenant_id).values()) == {1}
     finally:
         server.stop()
+
+
+# --- TLS -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_tls_with_login_delivers_and_a_wrong_password_waits(database_url, certificate, tls):
+    cert, key = certificate
+    server = SmtpSink(tls=tls, cert_file=cert, key_file=key, auth="mailer:s3cret").start()
+    try:
+        scheme = "smtp+starttls" if tls == "starttls" else "smtps"
+        base = f"127.0.0.1:{server.port}"
+        ca = {"COMMCREDITS_SMTP_CA_FILE": cert}
+        wrong_app = make_app(database_url, f"{scheme}://mailer:nope@{base}", **ca)
+        with TestClient(wrong_app, raise_server_exceptions=False) as client:
+            tenant_id, addresses = tenant_with_admins(client, 2)
+            depleted(client, tenant_id)
+        start = clock_now()
+        run_until_idle(wrong_app, start)
+        engine = wrong_app.state.ctx.engine
+        rows = deliveries(engine, tenant_id)
+        assert {(row.status, row.attempts) for row in rows} == {("pending", 0)}
+        assert all("login failed" in row.last_error for row in rows)
+
+        right_app = make_app(database_url, f"{scheme}://mailer:s3cret@{base}", **ca)
+        run_until_idle(right_app, start + timedelta(minutes=1))
+        rows = deliveries(engine, tenant_id)
+        assert {(row.status, row.attempts) for row in rows} == {("sent", 1)}
+        mails = [m for m in server.received() if m.message["X-Commcredits-Tenant"] == tenant_id]
+        assert sorted(m.recipient for m in mails) == sorted(addresses)
+        assert all(m.tls for m in mails)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_an_untrusted_certificate_is_a_session_failure_retried(
+    database_url, certificate, tmp_path, tls
+):
+    cert, key = certificate
+    other_ca, _ = make_certificate(tmp_path)  # trusts some other server, not this one
+    server = SmtpSink(tls=tls, cert_file=cert, key_file=key).start()
+    try:
+        untrusting = make_app(database_url, server.url, COMMCREDITS_SMTP_CA_FILE=str(other_ca))
+        with TestClient(untrusting, raise_server_exceptions=False) as client:
+            tenant_id, _ = tenant_with_admins(client, 2)
+            depleted(client, tenant_id)
+        start = clock_now()
+        run_until_idle(untrusting, start)
+        engine = untrusting.state.ctx.engine
+        rows = deliveries(engine, tenant_id)
+        assert {(row.status, row.attempts) for row in rows} == {("pending", 0)}
+        assert all("certificate is not trusted" in row.last_error for row in rows), rows
+        assert server.received() == []
+
+        # The operator points the service at the right CA: nothing was lost.
+        trusting = make_app(database_url, server.url, COMMCREDITS_SMTP_CA_FILE=cert)
+        run_until_idle(trusting, start + timedelta(minutes=1))
+        assert {row.status for row in deliveries(engine, tenant_id)} == {"sent"}
+        assert set(counts_for(server, tenant_id).values()) == {1}
+    finally:
+        server.stop()
+
+
+def test_ssl_cert_file_is_honoured_without_a_ca_setting(certificate, monkeypatch):
+    cert, key = certificate
+    server = SmtpSink(tls="starttls", cert_file=cert, key_file=key).start()
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", cert)
+        mailer = SmtpMailer(parse_smtp_url(server.url))
+        message = EmailMessage()
+        message["Message-ID"] = "<ssl-cert-file@commcredits>"
+        message.set_content("x")
+        mailer.send(message, sender=MAIL_FROM, recipient="a@contoso.example")
+        mailer.close()
+        assert [(m.recipient, m.tls) for m in server.received()] == [("a@contoso.example", True)]
+    finally:
+        server.stop()
+
+
+# --- what the listing shows ------------------------------------------------------------------------
+
+
+def test_a_delivery_being_sent_is_listed_as_pending(database_url, sink):
+    app = make_app(database_url, sink.url)
+    engine = app.state.ctx.engine
+    with TestClient(app, raise_server_exceptions=False) as client:
+        tenant_id, _ = tenant_with_admins(client, 2)
+        depleted(client, tenant_id)
+        crashing = CrashingMailer(SmtpMailer(parse_smtp_url(sink.url)), 1, after_send=True)
+        with pytest.raises(WorkerCrash):
+            notify.deliver_pending(engine, app.state.ctx.settings, mailer=crashing)
+        assert {row.status for row in deliveries(engine, tenant_id)} == {"sending"}
+        (item,) = listing(client, tenant_id)
+    assert item["status"] == "pending"
+    assert [r["status"] for r in item["recipients"]] == ["pending", "pending"]
+    assert [r["next_attempt_at"] for r in item["recipients"]] == [None, None]
 
 
 # --- pure parts ------------------------------------------------------------------------------------
@@ -402,10 +513,46 @@ def test_smtp_url_forms(url, host, port, security, username, password):
         assert password not in repr(target)
 
 
-@pytest.mark.parametrize("url", ["http://mail.example", "smtp://", "mail.example:25"])
-def test_bad_smtp_urls_are_refused(url):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://mail.example", "unknown scheme"),
+        ("smtp://", "a host is required"),
+        ("mail.example:25", "unknown scheme"),
+        ("smtp://mail.example:port", "the port"),
+        ("smtp://mail.example:70000", "the port"),
+        ("smtp://mail.example?timeout=soon", "timeout"),
+        ("smtp://mail.example?timeout=0", "timeout"),
+        ("smtp://mail.example?starttls=maybe", "starttls"),
+        ("smtp://mail.example?tls=1", "unknown parameter"),
+    ],
+)
+def test_bad_smtp_urls_are_refused(url, says):
+    with pytest.raises(ValueError, match=says) as raised:
         parse_smtp_url(url)
+    assert "COMMCREDITS_SMTP_URL" in str(raised.value)
+
+
+def test_mail_settings_checked_at_start(tmp_path, certificate):
+    cert, _ = certificate
+    assert check_mail_settings("smtp://mail.example", "a@b.example", cert).ca_file == cert
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate")
+    for ca, says in [(str(tmp_path / "none.pem"), "no such file"), (str(not_pem), "PEM")]:
+        with pytest.raises(ValueError, match=says):
+            check_mail_settings("smtp://mail.example", "a@b.example", ca)
+    for sender in ["Credits <a@b.example>", "nobody", "jos\u00e9@b.example", "a@b..\u00e9"]:
+        with pytest.raises(ValueError, match="COMMCREDITS_MAIL_FROM"):
+            check_mail_settings("smtp://mail.example", sender, None)
+
+
+def test_smtp_address_takes_internationalized_domains_to_ascii():
+    assert smtp_address("ops@b\u00fccher.example") == "ops@xn--bcher-kva.example"
+    assert smtp_address("jos\u00e9@b\u00fccher.example") == "jos\u00e9@xn--bcher-kva.example"
+    assert smtp_address("plain@contoso.example") == "plain@contoso.example"
+    for bad in ["nobody", "@x.example", "a b@x.example", "a@x..\u00e9"]:
+        with pytest.raises(ValueError):
+            smtp_address(bad)
 
 
 def test_unreachable_server_is_a_transient_connection_error(sink):

@@ -6,10 +6,15 @@ what the file holds is what the server acknowledged (the page cache outlives
 the process, even a killed one). The process can be
 stopped and started again on the same port to simulate an outage.
 
+It can speak STARTTLS (required before anything else) or implicit TLS with a
+self-signed certificate made by ``make_certificate``, require a login, offer
+SMTPUTF8, and take its time before answering DATA (to kill a client mid-send).
+
 Run as a script it is the server itself:
 
     python smtp.py --port 2525 --out messages.jsonl [--auth user:secret]
-                   [--reject address=550] ...
+                   [--reject address=550] ... [--smtputf8] [--delay 0.2]
+                   [--tls starttls|implicit --cert cert.pem --key key.pem]
 """
 
 from __future__ import annotations
@@ -39,11 +44,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def make_certificate(directory: str | Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A self-signed certificate for ``host`` (its own CA): (cert.pem, key.pem)."""
+    directory = Path(directory)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=commcredits test SMTP",
+            "-addext",
+            f"subjectAltName=IP:{host},DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
 @dataclass
 class Received:
     mail_from: str
     recipient: str
     message: EmailMessage
+    tls: bool = False
+    smtputf8: bool = False
 
     @property
     def message_id(self) -> str:
@@ -58,10 +94,19 @@ class SmtpSink:
     directory: str = ""
     auth: str | None = None  # "user:password": require AUTH LOGIN/PLAIN
     rejects: dict[str, int] = field(default_factory=dict)  # address -> SMTP reply code
+    smtputf8: bool = False  # offer SMTPUTF8 (aiosmtpd does not by default)
+    delay: float = 0.0  # seconds between storing a message and answering 250
+    tls: str | None = None  # "starttls" (required) | "implicit"
+    cert_file: str | None = None
+    key_file: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls == "implicit":
+            return f"smtps://127.0.0.1:{self.port}"
+        if self.tls == "starttls":
+            return f"smtp+starttls://127.0.0.1:{self.port}"
         return f"smtp://127.0.0.1:{self.port}"
 
     @property
@@ -77,6 +122,13 @@ class SmtpSink:
             command += ["--auth", self.auth]
         for address, code in self.rejects.items():
             command += ["--reject", f"{address}={code}"]
+        if self.smtputf8:
+            command += ["--smtputf8"]
+        if self.delay:
+            command += ["--delay", str(self.delay)]
+        if self.tls:
+            assert self.cert_file and self.key_file, "TLS needs make_certificate()"
+            command += ["--tls", self.tls, "--cert", self.cert_file, "--key", self.key_file]
         # stderr to a file: a pipe nobody reads could fill up and stall the server.
         with open(Path(self.directory) / "server.log", "ab") as log:
             self.process = subprocess.Popen(
@@ -116,7 +168,15 @@ class SmtpSink:
                 record["data"].encode("latin-1"), policy=email.policy.default
             )
             assert isinstance(message, EmailMessage)
-            out.append(Received(record["mail_from"], record["recipient"], message))
+            out.append(
+                Received(
+                    record["mail_from"],
+                    record["recipient"],
+                    message,
+                    tls=record.get("tls", False),
+                    smtputf8=record.get("smtputf8", False),
+                )
+            )
         return out
 
     def message_id_counts(self) -> Counter[str]:
@@ -126,8 +186,28 @@ class SmtpSink:
 # --- the server process -----------------------------------------------------------------
 
 
-def _serve(port: int, out: str, auth: str | None, rejects: dict[str, int]) -> None:
+@dataclass(frozen=True)
+class _Options:
+    port: int
+    out: str
+    auth: str | None
+    rejects: dict[str, int]
+    smtputf8: bool
+    delay: float
+    tls: str | None
+    cert: str | None
+    key: str | None
+
+
+def _serve(options: _Options) -> None:
     import asyncio
+    import ssl
+
+    out, auth, rejects = options.out, options.auth, options.rejects
+    context: ssl.SSLContext | None = None
+    if options.tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(options.cert), str(options.key))
 
     from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -145,15 +225,22 @@ def _serve(port: int, out: str, auth: str | None, rejects: dict[str, int]) -> No
             self, server: Any, session: Any, envelope: Any
         ) -> str:
             data = envelope.original_content or envelope.content
+            tls = server.transport.get_extra_info("ssl_object") is not None
             with open(out, "a", encoding="utf-8") as handle:
                 for recipient in envelope.rcpt_tos:
                     record = {
                         "mail_from": envelope.mail_from,
                         "recipient": recipient,
                         "data": data.decode("latin-1"),
+                        "tls": tls,
+                        "smtputf8": envelope.smtp_utf8,
                     }
                     handle.write(json.dumps(record) + "\n")
                 handle.flush()
+            if options.delay:
+                # Stored, not yet acknowledged: a client killed now has sent a
+                # message it never learns was taken.
+                await asyncio.sleep(options.delay)
             return "250 Message accepted for delivery"
 
     def authenticator(
@@ -169,19 +256,27 @@ def _serve(port: int, out: str, auth: str | None, rejects: dict[str, int]) -> No
         return AuthResult(success=ok, handled=False)
 
     def factory() -> SMTP:
+        settings: dict[str, Any] = {"hostname": "sink.test", "enable_SMTPUTF8": options.smtputf8}
+        if options.tls == "starttls":
+            settings.update(tls_context=context, require_starttls=True)
         if auth:
-            return SMTP(
-                Handler(),
-                hostname="sink.test",
+            settings.update(
                 authenticator=authenticator,
                 auth_required=True,
-                auth_require_tls=False,
+                # Over STARTTLS, as a real relay would: no password in clear.
+                auth_require_tls=options.tls == "starttls",
             )
-        return SMTP(Handler(), hostname="sink.test")
+        return SMTP(Handler(), **settings)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(factory, host="127.0.0.1", port=port, reuse_address=True)
+        server = await loop.create_server(
+            factory,
+            host="127.0.0.1",
+            port=options.port,
+            reuse_address=True,
+            ssl=context if options.tls == "implicit" else None,
+        )
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         print("ready", flush=True)
@@ -197,9 +292,26 @@ if __name__ == "__main__":
     parser.add_argument("--out", required=True)
     parser.add_argument("--auth")
     parser.add_argument("--reject", action="append", default=[])
+    parser.add_argument("--smtputf8", action="store_true")
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--tls", choices=["starttls", "implicit"])
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
     arguments = parser.parse_args()
     rejects = {}
     for item in arguments.reject:
         address, _, code = item.rpartition("=")
         rejects[address.lower()] = int(code)
-    _serve(arguments.port, arguments.out, arguments.auth, rejects)
+    _serve(
+        _Options(
+            port=arguments.port,
+            out=arguments.out,
+            auth=arguments.auth,
+            rejects=rejects,
+            smtputf8=arguments.smtputf8,
+            delay=arguments.delay,
+            tls=arguments.tls,
+            cert=arguments.cert,
+            key=arguments.key,
+        )
+    )

@@ -12,13 +12,19 @@ A process that dies between 2 and 3 leaves the row ``sending``; once its lease
 has expired another pass sends it again, with the same ``Message-ID``, so a
 mail server or client that drops duplicate Message-IDs shows it once. Nothing
 is lost; the only possible duplicate is the one message in flight at a crash.
+
+Only failures of the message count against ``MAX_DELIVERY_ATTEMPTS``. When the
+session fails (server down, TLS, login, our sender refused) the pass hands its
+claims back uncounted, after a back-off that grows with the event's age, and
+retries for as long as it takes: an outage or a wrong setting delays mail,
+never loses it.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -29,7 +35,14 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import Connection, Engine, and_, or_, select, update
 
-from commcredits.adapters.mail import Mailer, MailError, SmtpMailer, parse_smtp_url
+from commcredits.adapters.mail import (
+    Mailer,
+    MailError,
+    SmtpMailer,
+    SmtpTarget,
+    parse_smtp_url,
+    smtp_address,
+)
 from commcredits.api import pagination
 from commcredits.config import Settings
 from commcredits.errors import ValidationFailed
@@ -54,11 +67,13 @@ __all__ = [
     "notifications_page",
     "render",
     "retry_delay_seconds",
+    "session_retry_delay_seconds",
+    "smtp_target",
 ]
 
 MAX_BATCH = 50
-# 5 s doubling to a 15-minute cap: 100 attempts keep retrying for about a day,
-# so an SMTP outage over a night loses nothing (SPEC §4: never lost).
+# Attempts the server answered about the message itself (4xx, a dropped DATA):
+# 5 s doubling to a 15-minute cap, about a day. Outages do not count (see above).
 MAX_DELIVERY_ATTEMPTS = 100
 BACKOFF_BASE_SECONDS = 5
 BACKOFF_CAP_SECONDS = 15 * 60
@@ -211,6 +226,19 @@ def retry_delay_seconds(attempts: int) -> int:
     return int(min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempts - 1, 20)))
 
 
+def session_retry_delay_seconds(waited: timedelta) -> int:
+    """Back-off after a session failure, for a delivery whose event happened
+    ``waited`` ago: as long again, from 5 s to the 15-minute cap. It needs no
+    counter, so a session failure leaves the attempt count alone."""
+    seconds = int(waited.total_seconds())
+    return max(BACKOFF_BASE_SECONDS, min(BACKOFF_CAP_SECONDS, seconds))
+
+
+def smtp_target(settings: Settings) -> SmtpTarget:
+    assert settings.smtp_url
+    return parse_smtp_url(settings.smtp_url, ca_file=settings.smtp_ca_file)
+
+
 @dataclass(frozen=True)
 class _Claim:
     tenant_id: str
@@ -240,7 +268,7 @@ def deliver_pending(
     if mailer is None:
         if not settings.smtp_url:
             return 0
-        mailer = SmtpMailer(parse_smtp_url(settings.smtp_url))
+        mailer = SmtpMailer(smtp_target(settings))
 
     def clock() -> datetime:
         return now if now is not None else clock_now()
@@ -250,20 +278,19 @@ def deliver_pending(
         mailer.close()
         return 0
     stop_sending_at = time.monotonic() + SENDING_LEASE_SECONDS - LEASE_MARGIN_SECONDS
-    unreachable: MailError | None = None
+    session_failure: MailError | None = None
     try:
         rendered = _render_claims(engine, settings, claims)
         for claim in claims:
             if time.monotonic() > stop_sending_at:
                 _release(engine, claim, clock())
                 continue
-            if unreachable is not None:
-                # The server cannot be reached: the rest of the batch would fail
-                # the same way, each after a timeout.
-                _record_failure(engine, claim, unreachable, clock())
+            if session_failure is not None:
+                # No session to the server: the rest of the batch waits, uncounted.
+                _postpone(engine, claim, session_failure, clock(), rendered.created_at(claim))
                 continue
             try:
-                message = rendered(claim)
+                message, sender, recipient = rendered.build(claim)
             except ValueError as exc:
                 _record_failure(
                     engine,
@@ -273,11 +300,13 @@ def deliver_pending(
                 )
                 continue
             try:
-                mailer.send(message, sender=settings.mail_from, recipient=claim.recipient)
+                mailer.send(message, sender=sender, recipient=recipient)
             except MailError as exc:
-                _record_failure(engine, claim, exc, clock())
                 if exc.connection:
-                    unreachable = exc
+                    session_failure = exc
+                    _postpone(engine, claim, exc, clock(), rendered.created_at(claim))
+                else:
+                    _record_failure(engine, claim, exc, clock())
                 continue
             _record_sent(engine, claim, clock())
     finally:
@@ -331,16 +360,56 @@ def _claim(engine: Engine, at: datetime, batch: int) -> list[_Claim]:
         return claims
 
 
-def _render_claims(
-    engine: Engine, settings: Settings, claims: list[_Claim]
-) -> Callable[[_Claim], EmailMessage]:
-    """Read the events and tenant names of a batch once; return a builder."""
+class _Batch:
+    """The events and tenant names of a batch, read once; builds each message."""
+
+    def __init__(
+        self, settings: Settings, events: dict[tuple[str, str], Any], names: dict[str, str]
+    ):
+        self.settings = settings
+        self.events = events
+        self.names = names
+        self.admin_url = admin_center_url(settings)
+        self.mails: dict[tuple[str, str], RenderedMail] = {}
+
+    def created_at(self, claim: _Claim) -> datetime:
+        return as_utc(self.events[(claim.tenant_id, claim.event_id)].created_at)
+
+    def build(self, claim: _Claim) -> tuple[EmailMessage, str, str]:
+        """The message, its envelope sender and recipient. Raises ValueError
+        for an address SMTP cannot carry."""
+        key = (claim.tenant_id, claim.event_id)
+        event = self.events[key]
+        if key not in self.mails:
+            self.mails[key] = render(
+                event.event,
+                event.payload,
+                tenant_id=claim.tenant_id,
+                # A deleted tenant's mails still go out under its id.
+                tenant_name=self.names.get(claim.tenant_id, claim.tenant_id),
+                admin_url=self.admin_url,
+                occurred_at=event.created_at,
+            )
+        sender = smtp_address(self.settings.mail_from)
+        recipient = smtp_address(claim.recipient)
+        message = build_message(
+            self.mails[key],
+            sender=sender,
+            recipient=recipient,
+            message_id=claim.message_id,
+            occurred_at=event.created_at,
+            tenant_id=claim.tenant_id,
+            event=event.event,
+        )
+        return message, sender, recipient
+
+
+def _render_claims(engine: Engine, settings: Settings, claims: list[_Claim]) -> _Batch:
     e = t.outbox_events
     by_tenant: dict[str, set[str]] = defaultdict(set)
     for claim in claims:
         by_tenant[claim.tenant_id].add(claim.event_id)
     events: dict[tuple[str, str], Any] = {}
-    names: dict[str, str] = {}
     with engine.connect() as connection:
         for tenant_id, event_ids in by_tenant.items():
             rows = connection.execute(
@@ -350,34 +419,7 @@ def _render_claims(
         tenants = connection.execute(
             select(t.tenants.c.id, t.tenants.c.name).where(t.tenants.c.id.in_(sorted(by_tenant)))
         ).all()
-        names = {row.id: row.name for row in tenants}
-    admin_url = admin_center_url(settings)
-    mails: dict[tuple[str, str], RenderedMail] = {}
-
-    def build(claim: _Claim) -> EmailMessage:
-        key = (claim.tenant_id, claim.event_id)
-        event = events[key]
-        if key not in mails:
-            mails[key] = render(
-                event.event,
-                event.payload,
-                tenant_id=claim.tenant_id,
-                # A deleted tenant's mails still go out under its id.
-                tenant_name=names.get(claim.tenant_id, claim.tenant_id),
-                admin_url=admin_url,
-                occurred_at=event.created_at,
-            )
-        return build_message(
-            mails[key],
-            sender=settings.mail_from,
-            recipient=claim.recipient,
-            message_id=claim.message_id,
-            occurred_at=event.created_at,
-            tenant_id=claim.tenant_id,
-            event=event.event,
-        )
-
-    return build
+    return _Batch(settings, events, {row.id: row.name for row in tenants})
 
 
 def _key(tenant_id: str, event_id: str, recipient: str) -> list[Any]:
@@ -417,6 +459,29 @@ def _record_failure(engine: Engine, claim: _Claim, error: MailError, at: datetim
                 d.c.attempts == claim.attempts,
             )
             .values(**values)
+        )
+
+
+def _postpone(
+    engine: Engine, claim: _Claim, error: MailError, at: datetime, created_at: datetime
+) -> None:
+    """Hand back a claim the session failed for: the attempt is not counted."""
+    d = t.deliveries
+    delay = session_retry_delay_seconds(at - created_at)
+    with write_transaction(engine) as connection:
+        connection.execute(
+            update(d)
+            .where(
+                *_key(claim.tenant_id, claim.event_id, claim.recipient),
+                d.c.status == "sending",
+                d.c.attempts == claim.attempts,
+            )
+            .values(
+                status="pending",
+                attempts=claim.attempts - 1,
+                next_attempt_at=at + timedelta(seconds=delay),
+                last_error=error.detail[:LAST_ERROR_MAX_CHARS],
+            )
         )
 
 
@@ -524,7 +589,8 @@ def _item(event: Any, deliveries: list[Any], tenant_name: str, admin_url: str) -
         "recipients": [
             {
                 "address": row.recipient,
-                "status": row.status,
+                # API.md knows pending|sent|failed: one being sent is still pending.
+                "status": "pending" if row.status == "sending" else row.status,
                 "attempts": row.attempts,
                 "sent_at": rfc3339(row.sent_at),
                 "next_attempt_at": (
