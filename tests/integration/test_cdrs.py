@@ -12,6 +12,7 @@ from tests.support.api import OPERATOR, charging_token
 from tests.support.charging import (
     DE_FIXED,
     US_NUMBER,
+    backdate_tenant,
     credits,
     ensure_plans,
     ledger,
@@ -19,8 +20,10 @@ from tests.support.charging import (
     load_deck,
     make_tenant,
     make_user,
+    month_text,
     new_call_id,
     pools,
+    recent_month_cut,
     rfc3339,
     start,
     tenant_problems,
@@ -140,26 +143,63 @@ def test_records_may_take_the_balance_below_zero_and_then_credit_calls_are_denie
     assert tenant_problems(verify_ledger(engine), tenant.id) == []
 
 
-def test_pools_follow_each_records_month_in_the_tenant_timezone(client):
+def test_pools_follow_each_records_month_in_the_tenant_timezone(client, engine):
     tenant = make_tenant(client, balance="10.00", country="US", timezone="America/New_York")
     user = make_user(client, tenant.id, usage_location="US", licenses=("calling_plan_domestic",))
-    # 03:00Z on 1 March is still 28 February in New York.
+    backdate_tenant(engine, tenant.id, days=70)  # the tenant held its plan last month too
+    # 03:00Z on the 1st is still the last day of the month before in New York;
+    # 05:30Z is the 1st there.
+    cut = recent_month_cut()
+    before, after = cut, cut + timedelta(hours=2, minutes=30)
     results = post(
         client,
         tenant,
-        [record(tenant, user, to=US_NUMBER, duration=61, started_at="2026-03-01T03:00:00Z")],
+        [
+            record(tenant, user, to=US_NUMBER, duration=61, started_at=rfc3339(before)),
+            record(tenant, user, to=US_NUMBER, duration=30, started_at=rfc3339(after)),
+        ],
     )
-    assert results[0] == {
-        "call_id": results[0]["call_id"],
-        "status": "rated",
-        "charge": "0.00",
-        "funding": "included",
-    }
-    february = pools(client, tenant.id, "2026-02")
-    march = pools(client, tenant.id, "2026-03")
-    assert february[("domestic", "US")]["used_seconds"] == 120  # 61 s on 60/60
-    assert march.get(("domestic", "US"), {}).get("used_seconds", 0) == 0
+    assert [(r["status"], r["charge"], r["funding"]) for r in results] == [
+        ("rated", "0.00", "included"),
+        ("rated", "0.00", "included"),
+    ]
+    previous = pools(client, tenant.id, month_text(cut - timedelta(days=1)))
+    current = pools(client, tenant.id, month_text(cut))
+    assert previous[("domestic", "US")]["used_seconds"] == 120  # 61 s on 60/60
+    assert current[("domestic", "US")]["used_seconds"] == 60
     assert credits(client, tenant.id)["balance"] == "10.00"
+
+
+def test_a_late_record_of_a_month_before_the_tenant_existed_draws_no_pool(client):
+    """A month that ended before the tenant was created had no license, so no
+    pool: a late record of it is rated from credits (or refused), whatever
+    plans the tenant holds today."""
+    tenant = make_tenant(client, balance="10.00", country="US", timezone="America/New_York")
+    both = make_user(
+        client,
+        tenant.id,
+        usage_location="US",
+        licenses=("calling_plan_domestic", "communications_credits"),
+    )
+    plan_only = make_user(
+        client, tenant.id, usage_location="US", licenses=("calling_plan_domestic",)
+    )
+    long_ago = datetime.now(UTC) - timedelta(days=120)
+    results = post(
+        client,
+        tenant,
+        [
+            record(tenant, both, duration=61, started_at=rfc3339(long_ago)),
+            record(tenant, plan_only, duration=61, started_at=rfc3339(long_ago)),
+        ],
+    )
+    # 61 s on 60/60 at 0.085/min = 0.17.
+    assert (results[0]["status"], results[0]["funding"]) == ("rated", "credits")
+    assert results[0]["charge"] == "0.17"
+    assert (results[1]["status"], results[1]["error"]) == ("rejected", "no_credits_license")
+    old_month = pools(client, tenant.id, month_text(long_ago))
+    assert old_month[("domestic", "US")]["size_seconds"] == 0, old_month
+    assert credits(client, tenant.id)["balance"] == "9.83"
 
 
 def test_nce_records_are_overage_and_move_no_credits(client):

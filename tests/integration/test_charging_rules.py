@@ -8,7 +8,7 @@ DECK_CSV, in the comment beside it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from commcredits.services import calls
+from commcredits.store.db import read_transaction, write_transaction
 from tests.support.api import OPERATOR
 from tests.support.charging import (
     BR_FIXED,
@@ -28,6 +29,7 @@ from tests.support.charging import (
     GB_PREMIUM,
     GB_TOLL_FREE,
     US_NUMBER,
+    backdate_tenant,
     call_body,
     call_state,
     credits,
@@ -38,9 +40,11 @@ from tests.support.charging import (
     load_deck,
     make_tenant,
     make_user,
+    month_text,
     new_call_id,
     plan_minutes,
     pools,
+    recent_month_cut,
     run_to_max,
     seconds_ago,
     start,
@@ -601,24 +605,42 @@ def test_a_user_without_a_calling_plan_cannot_call_out(client, plans, licenses):
 # --- the month, in the tenant's timezone -------------------------------------------------------
 
 
-def test_pool_months_are_cut_in_the_tenant_timezone(client, plans):
+def test_pool_months_are_cut_in_the_tenant_timezone(client, plans, app, engine):
+    """The month of a call is its start's month in the tenant's timezone. A
+    live start over the API is dated within a day of now, so the starts here
+    go through the service itself, on each side of the latest month cut."""
     tenant = make_tenant(client, country="US", timezone="America/New_York")
     user = make_user(client, tenant.id, usage_location="US", licenses=("calling_plan_domestic",))
+    backdate_tenant(engine, tenant.id, days=70)  # the plan was held last month too
+    index, catalog_plans = app.state.ctx.catalog.current()
 
-    # 2026-03-01T03:00Z is 22:00 on 28 February in New York.
-    february = start(
-        client, tenant, "user_out", US_NUMBER, user=user, started_at="2026-03-01T03:00:00Z"
-    )
-    assert_allowed(february, "included")
-    assert end(client, tenant, february["call_id"], 61)["pool_seconds"] == 120
-    # 05:30Z is 00:30 on 1 March there.
-    march = start(
-        client, tenant, "user_out", US_NUMBER, user=user, started_at="2026-03-01T05:30:00Z"
-    )
-    assert end(client, tenant, march["call_id"], 30)["pool_seconds"] == 60
+    def start_at(instant: datetime) -> dict[str, Any]:
+        request = calls.CallRequest(
+            call_id=new_call_id(),
+            tenant_id=tenant.id,
+            call_type="user_out",
+            user_ref=user["id"],
+            from_number=None,
+            to_number=US_NUMBER,
+            started_at=instant,
+        )
+        with read_transaction(engine) as connection:
+            prepared = calls.prepare(connection, request, index, catalog_plans)
+        with write_transaction(engine) as connection:
+            return calls.start_in(connection, prepared, catalog_plans, 300)
 
-    assert pools(client, tenant.id, "2026-02")[("domestic", "US")]["used_seconds"] == 120
-    assert pools(client, tenant.id, "2026-03")[("domestic", "US")]["used_seconds"] == 60
+    # 03:00Z on the 1st is 22:00 (or 23:00) on the last day of the month before
+    # in New York; 05:30Z is 00:30 (or 01:30) on the 1st.
+    cut = recent_month_cut()
+    previous = start_at(cut)
+    assert_allowed(previous, "included")
+    assert end(client, tenant, previous["call_id"], 61)["pool_seconds"] == 120
+    current = start_at(cut + timedelta(hours=2, minutes=30))
+    assert end(client, tenant, current["call_id"], 30)["pool_seconds"] == 60
+
+    last_month = month_text(cut - timedelta(days=1))
+    assert pools(client, tenant.id, last_month)[("domestic", "US")]["used_seconds"] == 120
+    assert pools(client, tenant.id, month_text(cut))[("domestic", "US")]["used_seconds"] == 60
 
 
 # --- a pool exhausted mid-call -----------------------------------------------------------------

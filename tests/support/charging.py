@@ -368,3 +368,43 @@ def charges_by_call(lines: list[dict[str, Any]]) -> dict[str, int]:
             call_id = str(line["reference"]).removeprefix("call ")
             counts[call_id] = counts.get(call_id, 0) + 1
     return counts
+
+
+def backdate_tenant(engine: Any, tenant_id: str, days: int) -> None:
+    """Move the tenant's creation and its license assignments ``days`` back, so
+    that past months have pools (a month before a tenant existed has none)."""
+    shift = timedelta(days=days)
+    with engine.begin() as connection:
+        created = connection.execute(
+            select(t.tenants.c.created_at).where(t.tenants.c.id == tenant_id)
+        ).scalar_one()
+        connection.execute(
+            t.tenants.update().where(t.tenants.c.id == tenant_id).values(created_at=created - shift)
+        )
+        rows = connection.execute(
+            select(t.user_licenses).where(t.user_licenses.c.tenant_id == tenant_id)
+        ).all()
+        for row in rows:
+            connection.execute(
+                t.user_licenses.update()
+                .where(
+                    t.user_licenses.c.tenant_id == tenant_id,
+                    t.user_licenses.c.user_id == row.user_id,
+                    t.user_licenses.c.sku == row.sku,
+                )
+                .values(assigned_at=row.assigned_at - shift)
+            )
+
+
+def recent_month_cut(at: datetime | None = None) -> datetime:
+    """03:00Z on the 1st of this month (of the last one while that is less than
+    a few hours past): still the previous day, and month, in New York."""
+    at = at or datetime.now(UTC)
+    first = at.replace(day=1, hour=3, minute=0, second=0, microsecond=0)
+    if at < first + timedelta(hours=4):
+        first = (first - timedelta(days=1)).replace(day=1)
+    return first
+
+
+def month_text(instant: datetime) -> str:
+    return f"{instant.year:04d}-{instant.month:02d}"

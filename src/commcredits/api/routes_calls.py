@@ -27,6 +27,8 @@ CALL_TYPE = Literal["user_out", "conf_out", "tollfree_in", "user_in"]
 MAX_CALL_SECONDS = 7 * 24 * 3600
 CallId = Annotated[str, Field(min_length=1, max_length=128)]
 Number = Annotated[str, Field(min_length=1, max_length=32)]
+
+
 # RFC 3339 strings arrive as JSON strings: parse them (lax) though the body is strict.
 def _rfc3339_text(value: object) -> object:
     if not isinstance(value, str):
@@ -185,11 +187,30 @@ def get_call(
 
 
 @router.post("/cdrs", summary="Rate finished calls (offline charging)")
-def post_cdrs(body: CdrBatch, ctx: AppContext = Ctx, principal: Principal = Auth) -> dict[str, Any]:
+def post_cdrs(
+    body: CdrBatch, request: Request, ctx: AppContext = Ctx, principal: Principal = Auth
+) -> dict[str, Any]:
     require_charging(principal)
     index, plans = ctx.catalog.current()
     scoped = principal.tenant_id if principal.kind == "charging" else None
-    return {"results": cdrs.rate_batch(ctx.engine, body.records, index, plans, scoped)}
+    key = idempotency_key(request)
+    if key is None:
+        return {"results": cdrs.rate_batch(ctx.engine, body.records, index, plans, scoped)}
+    # A retried batch answers what the first one did (``rated``, not
+    # ``duplicate``). A batch may name several tenants: a key of an unscoped
+    # token belongs to no tenant ("").
+    _, result = run_idempotent(
+        ctx.engine,
+        tenant_id=scoped or "",
+        key=key,
+        scope="POST /v1/cdrs",
+        body=body.model_dump(mode="json"),
+        action=lambda connection: (
+            200,
+            {"results": cdrs.rate_batch_in(connection, body.records, index, plans, scoped)},
+        ),
+    )
+    return dict(result)
 
 
 # --- pools and overage (tenant readers) ----------------------------------------------------------

@@ -43,12 +43,16 @@ from commcredits.errors import CallConflict, DomainError, NotFound, ValidationFa
 from commcredits.services import accounts, directory, pool_store
 from commcredits.services.clock import as_utc, now
 from commcredits.store import tables as t
-from commcredits.store.db import is_postgres, read_transaction, write_transaction
+from commcredits.store.db import after_commit, is_postgres, read_transaction, write_transaction
 
 # How long past its grant a silent call is left before the service closes it.
 SWEEP_GRACE_SECONDS = 10
 SWEEP_BATCH = 100
 SWEEP_LEASE_SECONDS = 60
+# A live call is starting now: a start dated further off is a platform clock or
+# data error, and would draw another month's pool or never be swept.
+MAX_START_AGE = timedelta(hours=24)
+MAX_START_AHEAD = timedelta(minutes=5)
 ZERO = Decimal(0)
 
 
@@ -302,6 +306,7 @@ def prepare_start(
     or the first answer when this call id was already started."""
     with read_transaction(engine) as connection:
         try:
+            check_started_at(request.started_at, now())
             return prepare(connection, request, index, plans)
         except DomainError:
             # A repeat of a start whose user has since gone still gets its
@@ -310,6 +315,22 @@ def prepare_start(
             if existing is not None:
                 return _replay_start(existing, request)
             raise
+
+
+def check_started_at(started_at: datetime | None, at: datetime) -> None:
+    if started_at is None:
+        return
+    started = as_utc(started_at)
+    if started > at + MAX_START_AHEAD:
+        raise ValidationFailed(
+            "started_at: a call cannot start more than 5 minutes in the future; "
+            "check the platform's clock"
+        )
+    if started < at - MAX_START_AGE:
+        raise ValidationFailed(
+            "started_at: a live call starts now; one older than 24 hours is "
+            "refused (send finished calls to POST /v1/cdrs)"
+        )
 
 
 def start_in(
@@ -345,7 +366,7 @@ def _replay_start(existing: Any, request: CallRequest) -> dict[str, Any]:
 def _start_locked(
     connection: Connection, prepared: Prepared, plans: Plans, grant_slice_seconds: int
 ) -> dict[str, Any]:
-    from commcredits.api.metrics import CALLS_DENIED, CALLS_STARTED, SECONDS_GRANTED
+    from commcredits.api.metrics import CALLS_DENIED, CALLS_STARTED
 
     request = prepared.request
     tenant = prepared.tenant
@@ -429,13 +450,23 @@ def _start_locked(
         "rate": rate_body,
     }
     _insert_call(connection, prepared, decision, granted, pool_hold, hold_amount, response)
+    # Counted once the start is committed: a rolled-back start started nothing.
     if decision.allow:
-        CALLS_STARTED.labels(decision.funding or "none").inc()
-        SECONDS_GRANTED.inc(granted)
+        started = CALLS_STARTED.labels(decision.funding or "none")
+        after_commit(connection, lambda: started.inc())
+        _count_granted(connection, granted)
     else:
-        CALLS_DENIED.labels(decision.reason or "unknown").inc()
+        denied_counter = CALLS_DENIED.labels(decision.reason or "unknown")
+        after_commit(connection, lambda: denied_counter.inc())
     del currency
     return response
+
+
+def _count_granted(connection: Connection, seconds: int) -> None:
+    from commcredits.api.metrics import SECONDS_GRANTED
+
+    if seconds > 0:
+        after_commit(connection, lambda: SECONDS_GRANTED.inc(seconds))
 
 
 def _insert_call(
@@ -622,7 +653,9 @@ def update_in(
         }
     if call.funding == "free":
         granted = max(call.granted_seconds, used_seconds + grant_slice_seconds)
-        _set_grant(connection, call, granted, call.pool_hold_seconds, call.hold_amount)
+        if granted > call.granted_seconds:
+            _set_grant(connection, call, granted, call.pool_hold_seconds, call.hold_amount)
+            _count_granted(connection, granted - call.granted_seconds)
         return _update_response(call_id, "continue", granted, None)
     tariff = _tariff_of_call(call)
     pool_available = int(call.pool_hold_seconds)
@@ -639,13 +672,18 @@ def update_in(
     money_available = before.available + call.hold_amount
     decision = _max_for_call(call, pool_available, money_available)
     limit = decision.max_duration_seconds if decision.allow else call.granted_seconds
-    target = max(call.granted_seconds, used_seconds) + grant_slice_seconds
+    # One slice ahead of what was used, never less than already granted: early
+    # updates do not pile up holds other calls of the tenant could use.
+    target = max(call.granted_seconds, used_seconds + grant_slice_seconds)
+    limited = limit is not None and limit < target
     if limit is not None:
         target = min(target, limit)
     granted = max(align_down(target, tariff), call.granted_seconds)
-    if granted <= call.granted_seconds:
-        max_duration = limit if limit is not None else None
-        return _update_response(call_id, "terminate", call.granted_seconds, max_duration)
+    if granted <= used_seconds or (limited and granted == call.granted_seconds):
+        # Past what the holds cover, or no more money: this grant is the last.
+        return _update_response(call_id, "terminate", call.granted_seconds, limit)
+    if granted == call.granted_seconds:
+        return _update_response(call_id, "continue", granted, decision.max_duration_seconds)
     pieces = split(granted, pool_available, tariff)
     hold_amount = (
         ceil_to_minor(pieces.charge_exact, before.currency) if call.credits_allowed else ZERO
@@ -665,6 +703,7 @@ def update_in(
     if money_delta:
         accounts.save(connection, before, replace(before, reserved=before.reserved + money_delta))
     _set_grant(connection, call, granted, pieces.pool_seconds, hold_amount)
+    _count_granted(connection, granted - call.granted_seconds)
     return _update_response(call_id, "continue", granted, decision.max_duration_seconds)
 
 
@@ -747,6 +786,8 @@ def _end_locked(
         pieces = Split(0, 0, 0, ZERO)
     else:
         pieces = split(chargeable, int(call.pool_hold_seconds), tariff)
+        if not (call.credits_allowed or call.overage):
+            pieces = pool_only(pieces)
     assert pieces.pool_seconds <= call.pool_hold_seconds, "a pool never gives more than it held"
     charge = round_to_minor(pieces.charge_exact, currency)
     after = replace(before, reserved=before.reserved - call.hold_amount)
@@ -757,7 +798,8 @@ def _end_locked(
             connection, after, "call_charge", -charge, f"call {call.call_id}"
         )
         ledger_seq = line.seq
-        CHARGES_POSTED.labels("online").inc()
+        posted = CHARGES_POSTED.labels("online")
+        after_commit(connection, lambda: posted.inc())
     if call.pool_kind is not None:
         pool_store.change(
             connection,
@@ -801,6 +843,12 @@ def _end_locked(
     return response
 
 
+def pool_only(pieces: Split) -> Split:
+    """A call whose pool alone may pay (no credits license, no nce overage):
+    seconds past the pool are recorded, never charged nor counted as paid."""
+    return Split(pieces.billed, pieces.pool_seconds, 0, ZERO)
+
+
 def final_funding(first_funding: str | None, overage: bool, pieces: Split) -> str:
     """Who paid, once the billed seconds are known: the pool, credits (or nce
     overage), both (``mixed``), or nobody (``free``)."""
@@ -822,8 +870,14 @@ def final_funding(first_funding: str | None, overage: bool, pieces: Split) -> st
 def sweep_expired(engine: Engine) -> int:
     """Close calls whose platform went silent past their grant, charged for the
     granted time. Candidates are claimed with a lease (SKIP LOCKED on
-    PostgreSQL), so several server processes close each call once; the end
-    itself re-checks the state under the account lock."""
+    PostgreSQL), so several server processes close each call once; the close
+    re-checks, under the account lock, that the call is still active and its
+    grant still expired (an update may have extended it since the claim)."""
+    return close_claimed(engine, claim_expired(engine))
+
+
+def claim_expired(engine: Engine) -> list[tuple[str, str]]:
+    """Take a lease on up to SWEEP_BATCH active calls whose grant has expired."""
     at = now()
     with write_transaction(engine) as connection:
         query = (
@@ -834,23 +888,37 @@ def sweep_expired(engine: Engine) -> int:
         )
         if is_postgres(connection):
             query = query.with_for_update(skip_locked=True)
-        claimed = connection.execute(query).all()
+        claimed = [(str(row[0]), str(row[1])) for row in connection.execute(query).all()]
         for tenant_id, call_id in claimed:
             connection.execute(
                 update(t.calls)
                 .where(t.calls.c.tenant_id == tenant_id, t.calls.c.call_id == call_id)
                 .values(grant_expires_at=at + timedelta(seconds=SWEEP_LEASE_SECONDS))
             )
+    return claimed
+
+
+def close_claimed(engine: Engine, claimed: list[tuple[str, str]]) -> int:
     closed = 0
     for tenant_id, call_id in claimed:
         with write_transaction(engine) as connection:
             before = accounts.lock(connection, tenant_id)
             call = _find_call(connection, tenant_id, call_id, lock=True)
-            if call is None or call.state != "active":
+            if call is None or call.state != "active" or not grant_expired(call, now()):
                 continue
             _end_locked(connection, before, call, int(call.granted_seconds), "swept")
             closed += 1
     return closed
+
+
+def grant_expired(call: Any, at: datetime) -> bool:
+    """Whether the call's grant, as it stands now, ran out more than the grace
+    ago. Read from the grant itself, not ``grant_expires_at``, which holds the
+    sweeper's lease while a call is claimed."""
+    expiry = as_utc(call.started_at) + timedelta(
+        seconds=int(call.granted_seconds) + SWEEP_GRACE_SECONDS
+    )
+    return expiry < at
 
 
 # --- views ---------------------------------------------------------------------------------
@@ -900,6 +968,9 @@ def overage_view(connection: Connection, tenant: Any, month: str) -> dict[str, A
             t.calls.c.tenant_id == tenant.id,
             t.calls.c.state == "ended",
             t.calls.c.overage.is_(True),
+            # Only calls that ran past their pool into overage; an nce call its
+            # pool covered whole owes nothing.
+            t.calls.c.charged_seconds > 0,
             t.calls.c.started_at >= start,
             t.calls.c.started_at < end,
         )

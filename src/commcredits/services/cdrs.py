@@ -21,20 +21,20 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from commcredits.core.catalog import Plans, RateIndex
 from commcredits.core.charging import decide
 from commcredits.core.ledger import COUNTER_ACCOUNT, CREDITS_ACCOUNT
 from commcredits.core.money import format_amount, round_to_minor
-from commcredits.errors import ValidationFailed
+from commcredits.errors import DomainError, ValidationFailed
 from commcredits.services import accounts, calls, directory, pool_store
 from commcredits.services.clock import now
 from commcredits.services.ids import new_id
 from commcredits.store import tables as t
 from commcredits.store.bulk import insert_rows
-from commcredits.store.db import read_transaction, write_transaction
+from commcredits.store.db import after_commit, read_transaction, write_transaction
 
 MAX_BATCH_RECORDS = 10_000
 MAX_RECORD_AGE = timedelta(days=400)
@@ -138,6 +138,41 @@ def rate_batch(
     plans: Plans,
     allowed_tenant: str | None,
 ) -> list[dict[str, Any]]:
+    """Rate a batch: one short write transaction per tenant of the batch."""
+    outcomes, groups = _grouped(raw_records, allowed_tenant)
+    for group in groups:
+        for _ in range(3):
+            try:
+                _rate_group(engine, group, index, plans, outcomes)
+                break
+            except IntegrityError:
+                # A concurrent batch or call took one of these call ids between
+                # our duplicate check and insert: rate the group again.
+                continue
+    return _results(outcomes)
+
+
+def rate_batch_in(
+    connection: Connection,
+    raw_records: list[Any],
+    index: RateIndex,
+    plans: Plans,
+    allowed_tenant: str | None,
+) -> list[dict[str, Any]]:
+    """Rate a batch inside the caller's write transaction (the one that stores
+    its Idempotency-Key), so the key and every record's effect commit together.
+    Tenants are locked in id order, so two such batches cannot deadlock."""
+    outcomes, groups = _grouped(raw_records, allowed_tenant)
+    for group in sorted(groups, key=lambda g: g.tenant_id):
+        prepared = _prepare_group(connection, group, index, plans, outcomes)
+        if prepared is not None:
+            _rate_locked(connection, group, prepared[0], prepared[1], plans, outcomes)
+    return _results(outcomes)
+
+
+def _grouped(
+    raw_records: list[Any], allowed_tenant: str | None
+) -> tuple[list[Outcome | None], list[_Group]]:
     if len(raw_records) > MAX_BATCH_RECORDS:
         raise ValidationFailed(f"records: at most {MAX_BATCH_RECORDS} records per batch")
     outcomes: list[Outcome | None] = [None] * len(raw_records)
@@ -150,17 +185,15 @@ def rate_batch(
             )
             continue
         groups.setdefault(record.tenant_id, _Group(record.tenant_id)).records.append(record)
-    for group in groups.values():
-        for _ in range(3):
-            try:
-                _rate_group(engine, group, index, plans, outcomes)
-                break
-            except IntegrityError:
-                # A concurrent batch or call took one of these call ids between
-                # our duplicate check and insert: rate the group again.
-                continue
+    return outcomes, list(groups.values())
+
+
+def _results(outcomes: list[Outcome | None]) -> list[dict[str, Any]]:
     assert all(o is not None for o in outcomes)
     return [o.as_dict() for o in outcomes if o is not None]
+
+
+Prepared = list[tuple[Record, calls.Prepared]]
 
 
 def _rate_group(
@@ -172,173 +205,190 @@ def _rate_group(
 ) -> None:
     # Outside the lock: the tenant, the users, number analysis and rates.
     with read_transaction(engine) as connection:
-        if directory.get_tenant_row(connection, group.tenant_id) is None:
-            for record in group.records:
-                outcomes[record.position] = Outcome(
-                    record.call_id, "rejected", error=f"tenant '{group.tenant_id}' was not found"
-                )
-            return
-        lookups = calls.Lookups(connection, group.tenant_id)
-        tenant = lookups.tenant
-        prepared = []
-        for record in group.records:
-            request = calls.CallRequest(
-                call_id=record.call_id,
-                tenant_id=record.tenant_id,
-                call_type=record.call_type,
-                user_ref=record.user_ref,
-                from_number=record.from_number,
-                to_number=record.to_number,
-                started_at=record.started_at,
-            )
-            try:
-                prepared.append((record, calls.prepare(connection, request, index, plans, lookups)))
-            except Exception as exc:  # noqa: BLE001 - a bad record is rejected, not the batch
-                from commcredits.errors import DomainError
-
-                if not isinstance(exc, DomainError):
-                    raise
-                outcomes[record.position] = Outcome(record.call_id, "rejected", error=exc.detail)
-    terms = calls.terms_of(tenant)
+        prepared = _prepare_group(connection, group, index, plans, outcomes)
+    if prepared is None:
+        return
     with write_transaction(engine) as connection:
-        before = accounts.lock(connection, group.tenant_id)
-        call_ids = [record.call_id for record, _ in prepared]
-        existing = set()
-        for start in range(0, len(call_ids), 500):
-            existing.update(
-                connection.execute(
-                    select(t.calls.c.call_id).where(
-                        t.calls.c.tenant_id == group.tenant_id,
-                        t.calls.c.call_id.in_(call_ids[start : start + 500]),
-                    )
-                ).scalars()
+        _rate_locked(connection, group, prepared[0], prepared[1], plans, outcomes)
+
+
+def _prepare_group(
+    connection: Connection,
+    group: _Group,
+    index: RateIndex,
+    plans: Plans,
+    outcomes: list[Outcome | None],
+) -> tuple[Any, Prepared] | None:
+    """The tenant and each record's route and rate; None if the tenant is unknown."""
+    if directory.get_tenant_row(connection, group.tenant_id) is None:
+        for record in group.records:
+            outcomes[record.position] = Outcome(
+                record.call_id, "rejected", error=f"tenant '{group.tenant_id}' was not found"
             )
-        pools: dict[tuple[str, str, str], list[int]] = {}  # key -> [remaining, used_delta]
-        balance = before.balance
-        ledger_seq = before.ledger_seq
-        ledger_rows: list[dict[str, Any]] = []
-        entry_rows: list[dict[str, Any]] = []
-        call_rows: list[dict[str, Any]] = []
-        currency = before.currency
-        at = now()
-        seen: set[str] = set()
-        # A deck names few tariffs; a batch builds each once (keyed by row identity).
-        tariffs: dict[int, calls.Tariff | None] = {}
-        for record, prep in prepared:
-            if record.call_id in existing or record.call_id in seen:
-                outcomes[record.position] = Outcome(record.call_id, "duplicate")
-                continue
-            seen.add(record.call_id)
-            route = prep.route
-            pool_key = None
-            pool_remaining = 0
-            if route.pool_kind is not None and prep.early_denial is None:
-                pool_key = (prep.month, route.pool_kind, route.pool_country or "")
-                if pool_key not in pools:
-                    remaining = pool_store.remaining(
-                        connection,
-                        group.tenant_id,
-                        pool_key[0],
-                        pool_key[1],
-                        pool_key[2],
-                        plans,
-                        tenant.timezone,
-                    )
-                    pools[pool_key] = [remaining, 0]
-                pool_remaining = pools[pool_key][0]
-            rate_key = id(prep.rate)
-            if rate_key in tariffs:
-                tariff = tariffs[rate_key]
-            else:
-                tariff = tariffs[rate_key] = calls.tariff_of(prep.rate)
-            if prep.early_denial is not None:
-                decision = prep.early_denial
-            else:
-                decision = decide(
-                    route,
-                    prep.party,
-                    terms,
-                    pool_remaining_seconds=pool_remaining,
-                    tariff=tariff,
-                    available=UNBOUNDED_AVAILABLE,
+        return None
+    lookups = calls.Lookups(connection, group.tenant_id)
+    prepared: Prepared = []
+    for record in group.records:
+        request = calls.CallRequest(
+            call_id=record.call_id,
+            tenant_id=record.tenant_id,
+            call_type=record.call_type,
+            user_ref=record.user_ref,
+            from_number=record.from_number,
+            to_number=record.to_number,
+            started_at=record.started_at,
+        )
+        try:
+            prepared.append((record, calls.prepare(connection, request, index, plans, lookups)))
+        except DomainError as exc:  # a bad record is rejected, not the batch
+            outcomes[record.position] = Outcome(record.call_id, "rejected", error=exc.detail)
+    return lookups.tenant, prepared
+
+
+def _rate_locked(
+    connection: Connection,
+    group: _Group,
+    tenant: Any,
+    prepared: Prepared,
+    plans: Plans,
+    outcomes: list[Outcome | None],
+) -> None:
+    terms = calls.terms_of(tenant)
+    before = accounts.lock(connection, group.tenant_id)
+    call_ids = [record.call_id for record, _ in prepared]
+    existing = set()
+    for start in range(0, len(call_ids), 500):
+        existing.update(
+            connection.execute(
+                select(t.calls.c.call_id).where(
+                    t.calls.c.tenant_id == group.tenant_id,
+                    t.calls.c.call_id.in_(call_ids[start : start + 500]),
                 )
-            if not decision.allow:
-                outcomes[record.position] = Outcome(
-                    record.call_id, "rejected", error=decision.reason
+            ).scalars()
+        )
+    pools: dict[tuple[str, str, str], list[int]] = {}  # key -> [remaining, used_delta]
+    balance = before.balance
+    ledger_seq = before.ledger_seq
+    ledger_rows: list[dict[str, Any]] = []
+    entry_rows: list[dict[str, Any]] = []
+    call_rows: list[dict[str, Any]] = []
+    currency = before.currency
+    at = now()
+    # Only a rated record stores its call id; one rejected stores nothing,
+    # so a later record of the batch with that id is rated on its own.
+    rated: set[str] = set()
+    # A deck names few tariffs; a batch builds each once (keyed by row identity).
+    tariffs: dict[int, calls.Tariff | None] = {}
+    for record, prep in prepared:
+        if record.call_id in existing or record.call_id in rated:
+            outcomes[record.position] = Outcome(record.call_id, "duplicate")
+            continue
+        route = prep.route
+        pool_key = None
+        pool_remaining = 0
+        if route.pool_kind is not None and prep.early_denial is None:
+            pool_key = (prep.month, route.pool_kind, route.pool_country or "")
+            if pool_key not in pools:
+                remaining = pool_store.remaining(
+                    connection,
+                    group.tenant_id,
+                    pool_key[0],
+                    pool_key[1],
+                    pool_key[2],
+                    plans,
+                    tenant.timezone,
                 )
-                continue
-            if decision.funding == "free":
-                pieces = calls.Split(0, 0, 0, ZERO)
-            else:
-                pieces = calls.split(record.duration_seconds, pool_remaining, tariff)
-            charge = round_to_minor(pieces.charge_exact, currency)
-            paid_by_credits = decision.credits_allowed and charge > 0
+                pools[pool_key] = [remaining, 0]
+            pool_remaining = pools[pool_key][0]
+        rate_key = id(prep.rate)
+        if rate_key in tariffs:
+            tariff = tariffs[rate_key]
+        else:
+            tariff = tariffs[rate_key] = calls.tariff_of(prep.rate)
+        if prep.early_denial is not None:
+            decision = prep.early_denial
+        else:
+            decision = decide(
+                route,
+                prep.party,
+                terms,
+                pool_remaining_seconds=pool_remaining,
+                tariff=tariff,
+                available=UNBOUNDED_AVAILABLE,
+            )
+        if not decision.allow:
+            outcomes[record.position] = Outcome(record.call_id, "rejected", error=decision.reason)
+            continue
+        if decision.funding == "free":
+            pieces = calls.Split(0, 0, 0, ZERO)
+        else:
+            pieces = calls.split(record.duration_seconds, pool_remaining, tariff)
             if not (decision.credits_allowed or decision.overage):
                 # The pool alone pays: seconds past it are recorded, not charged.
-                charge = ZERO
-            call_ledger_seq = None
-            if paid_by_credits and abs(balance - charge) > accounts.MAX_BALANCE:
-                outcomes[record.position] = Outcome(
-                    record.call_id, "rejected", error="the balance would pass its limit"
-                )
-                continue
-            if pool_key is not None and pieces.pool_seconds:
-                pools[pool_key][0] -= pieces.pool_seconds
-                pools[pool_key][1] += pieces.pool_seconds
-            if paid_by_credits:
-                ledger_seq += 1
-                balance -= charge
-                ledger_rows.append(
-                    {
-                        "tenant_id": group.tenant_id,
-                        "seq": ledger_seq,
-                        "id": new_id("txn"),
-                        "at": at,
-                        "kind": "call_charge",
-                        "amount": -charge,
-                        "balance_after": balance,
-                        "reference": f"call {record.call_id}",
-                    }
-                )
-                entry_rows.append(
-                    {
-                        "tenant_id": group.tenant_id,
-                        "seq": ledger_seq,
-                        "account": CREDITS_ACCOUNT,
-                        "amount": -charge,
-                    }
-                )
-                entry_rows.append(
-                    {
-                        "tenant_id": group.tenant_id,
-                        "seq": ledger_seq,
-                        "account": COUNTER_ACCOUNT["call_charge"],
-                        "amount": charge,
-                    }
-                )
-                call_ledger_seq = ledger_seq
-            funding = calls.final_funding(decision.funding, decision.overage, pieces)
-            call_rows.append(
-                _call_row(
-                    record, prep, decision, pieces, charge, funding, call_ledger_seq, currency
-                )
-            )
+                pieces = calls.pool_only(pieces)
+        charge = round_to_minor(pieces.charge_exact, currency)
+        paid_by_credits = decision.credits_allowed and charge > 0
+        call_ledger_seq = None
+        if paid_by_credits and abs(balance - charge) > accounts.MAX_BALANCE:
             outcomes[record.position] = Outcome(
-                record.call_id, "rated", charge=format_amount(charge, currency), funding=funding
+                record.call_id, "rejected", error="the balance would pass its limit"
             )
-        account = replace(before, balance=balance, ledger_seq=ledger_seq)
-        insert_rows(connection, t.ledger_transactions, ledger_rows)
-        insert_rows(connection, t.ledger_entries, entry_rows)
-        insert_rows(connection, t.calls, call_rows)
-        for (month, pool_kind, country), (_, used) in pools.items():
-            pool_store.change(
-                connection, group.tenant_id, month, pool_kind, country, used_delta=used
+            continue
+        if pool_key is not None and pieces.pool_seconds:
+            pools[pool_key][0] -= pieces.pool_seconds
+            pools[pool_key][1] += pieces.pool_seconds
+        if paid_by_credits:
+            ledger_seq += 1
+            balance -= charge
+            ledger_rows.append(
+                {
+                    "tenant_id": group.tenant_id,
+                    "seq": ledger_seq,
+                    "id": new_id("txn"),
+                    "at": at,
+                    "kind": "call_charge",
+                    "amount": -charge,
+                    "balance_after": balance,
+                    "reference": f"call {record.call_id}",
+                }
             )
-        accounts.save(connection, before, account)
-        if ledger_rows:
-            from commcredits.api.metrics import CHARGES_POSTED
+            entry_rows.append(
+                {
+                    "tenant_id": group.tenant_id,
+                    "seq": ledger_seq,
+                    "account": CREDITS_ACCOUNT,
+                    "amount": -charge,
+                }
+            )
+            entry_rows.append(
+                {
+                    "tenant_id": group.tenant_id,
+                    "seq": ledger_seq,
+                    "account": COUNTER_ACCOUNT["call_charge"],
+                    "amount": charge,
+                }
+            )
+            call_ledger_seq = ledger_seq
+        funding = calls.final_funding(decision.funding, decision.overage, pieces)
+        call_rows.append(
+            _call_row(record, prep, decision, pieces, charge, funding, call_ledger_seq, currency)
+        )
+        outcomes[record.position] = Outcome(
+            record.call_id, "rated", charge=format_amount(charge, currency), funding=funding
+        )
+        rated.add(record.call_id)
+    account = replace(before, balance=balance, ledger_seq=ledger_seq)
+    insert_rows(connection, t.ledger_transactions, ledger_rows)
+    insert_rows(connection, t.ledger_entries, entry_rows)
+    insert_rows(connection, t.calls, call_rows)
+    for (month, pool_kind, country), (_, used) in pools.items():
+        pool_store.change(connection, group.tenant_id, month, pool_kind, country, used_delta=used)
+    accounts.save(connection, before, account)
+    if ledger_rows:
+        from commcredits.api.metrics import CHARGES_POSTED
 
-            CHARGES_POSTED.labels("offline").inc(len(ledger_rows))
+        posted, count = CHARGES_POSTED.labels("offline"), len(ledger_rows)
+        after_commit(connection, lambda: posted.inc(count))
 
 
 def _call_row(

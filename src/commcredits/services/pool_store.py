@@ -20,8 +20,8 @@ from commcredits.core.licenses import (
     CALLING_PLAN_DOMESTIC,
     CALLING_PLAN_INTERNATIONAL,
 )
-from commcredits.core.pools import LicensedUser, current_month, pool_sizes
-from commcredits.services.clock import now
+from commcredits.core.pools import LicensedUser, current_month, month_bounds, pool_sizes
+from commcredits.services.clock import as_utc, now
 from commcredits.store import tables as t
 
 POOL_SKUS = (CALLING_PLAN_DOMESTIC, CALLING_PLAN_INTERNATIONAL, AUDIO_CONFERENCING)
@@ -53,8 +53,10 @@ def live_sizes(connection: Connection, tenant_id: str, plans: Plans) -> dict[tup
     return sizes
 
 
-def _live_sizes(connection: Connection, tenant_id: str, plans: Plans) -> dict[tuple[str, str], int]:
-    rows = connection.execute(
+def _live_sizes(
+    connection: Connection, tenant_id: str, plans: Plans, assigned_before: datetime | None = None
+) -> dict[tuple[str, str], int]:
+    query = (
         select(t.users.c.id, t.users.c.usage_location, t.user_licenses.c.sku)
         .join(
             t.user_licenses,
@@ -62,7 +64,10 @@ def _live_sizes(connection: Connection, tenant_id: str, plans: Plans) -> dict[tu
             & (t.user_licenses.c.user_id == t.users.c.id),
         )
         .where(t.users.c.tenant_id == tenant_id, t.user_licenses.c.sku.in_(POOL_SKUS))
-    ).all()
+    )
+    if assigned_before is not None:
+        query = query.where(t.user_licenses.c.assigned_at < assigned_before)
+    rows = connection.execute(query).all()
     by_user: dict[str, tuple[str, set[str]]] = {}
     for user_id, usage_location, sku in rows:
         by_user.setdefault(user_id, (usage_location, set()))[1].add(sku)
@@ -87,10 +92,27 @@ def size_of(
     frozen once it has ended (SPEC §2)."""
     if usage_row is not None and usage_row.frozen_size_seconds is not None:
         return int(usage_row.frozen_size_seconds)
-    size = live_sizes(connection, tenant_id, plans).get((pool_kind, country), 0)
     if month < current_month(now(), timezone):
+        sizes = past_sizes(connection, tenant_id, month, plans, timezone)
+        size = sizes.get((pool_kind, country), 0)
         _freeze(connection, tenant_id, month, pool_kind, country, size, usage_row)
-    return size
+        return size
+    return live_sizes(connection, tenant_id, plans).get((pool_kind, country), 0)
+
+
+def past_sizes(
+    connection: Connection, tenant_id: str, month: str, plans: Plans, timezone: str
+) -> dict[tuple[str, str], int]:
+    """Sizes of a month that has ended, from the licenses assigned before its
+    end and still held: none at all before the tenant existed. (A license
+    removed since is no longer known; the first read freezes what is.)"""
+    _, end = month_bounds(month, timezone)
+    created_at = connection.execute(
+        select(t.tenants.c.created_at).where(t.tenants.c.id == tenant_id)
+    ).scalar_one_or_none()
+    if created_at is None or as_utc(created_at) >= end:
+        return {}
+    return _live_sizes(connection, tenant_id, plans, assigned_before=end)
 
 
 def _freeze(
@@ -225,7 +247,10 @@ def pools_view(
         ).all()
     }
     past = month < current_month(now(), timezone)
-    live = live_sizes(connection, tenant_id, plans)
+    if past:
+        live = past_sizes(connection, tenant_id, month, plans, timezone)
+    else:
+        live = live_sizes(connection, tenant_id, plans)
     keys = set(rows) | set(live)
     items = []
     for pool_kind, country in sorted(keys):

@@ -23,9 +23,11 @@ whose outcome is still unknown.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import date
@@ -65,6 +67,9 @@ MIN_CARD_DIGITS = 12
 MAX_CARD_DIGITS = 19
 # Bound on the in-process idempotency memory; the oldest key is forgotten first.
 MAX_REMEMBERED_CHARGES = 10_000
+# A testing aid (docs/decisions.md): every charge answers this many
+# milliseconds late, so a test can act while a recharge is in flight.
+DELAY_ENV = "COMMCREDITS_SIMULATED_PROVIDER_DELAY_MS"
 
 
 class _Behaviour(Enum):
@@ -138,6 +143,9 @@ class SimulatedProvider:
         today: date | None = None,
     ) -> ChargeResult:
         assert idempotency_key, "a charge needs an idempotency key"
+        delay_ms = int(os.environ.get(DELAY_ENV) or 0)
+        if delay_ms > 0:
+            time.sleep(delay_ms / 1000)
         fingerprint = (provider_token, amount_in_minor_units(amount, currency), currency.upper())
         with self._lock:
             remembered = self._charges_by_key.get(idempotency_key)
