@@ -249,6 +249,39 @@ def test_email_is_preferred_over_upn_and_non_notified_users_get_nothing(scenario
     assert not recipients & scenario["ignored"]
 
 
+def test_recipients_are_fixed_when_the_event_happens(mail_app, sink):
+    with TestClient(mail_app, raise_server_exceptions=False) as client:
+        tenant_id = create_tenant(client)["id"]
+        was_admin = create_user(client, tenant_id, roles=["billing_admin"])
+        becomes_admin = create_user(client, tenant_id, roles=["reports_reader"])
+        adjust(client, tenant_id, "60")
+        adjust(client, tenant_id, "-60")  # the first balance_depleted
+        for user, roles in [(was_admin, []), (becomes_admin, ["teams_admin"])]:
+            response = client.patch(
+                f"/v1/tenants/{tenant_id}/users/{user['id']}",
+                json={"roles": roles},
+                headers=OPERATOR,
+            )
+            assert response.status_code == 200, response.text
+        # The first event's recipients did not move with the roles.
+        (first,) = listing(client, tenant_id)["items"]
+        assert [r["address"] for r in first["recipients"]] == [was_admin["upn"]]
+        adjust(client, tenant_id, "60")
+        adjust(client, tenant_id, "-60")  # the second, after the change
+        deliver_all(mail_app)
+        second, first = listing(client, tenant_id)["items"]
+    assert [r["address"] for r in first["recipients"]] == [was_admin["upn"]]
+    assert [r["address"] for r in second["recipients"]] == [becomes_admin["upn"]]
+    assert {first["status"], second["status"]} == {"sent"}
+    got = sorted((mail.recipient, mail.message_id) for mail in of_tenant(sink, tenant_id))
+    assert got == sorted(
+        [
+            (was_admin["upn"], first["recipients"][0]["message_id"]),
+            (becomes_admin["upn"], second["recipients"][0]["message_id"]),
+        ]
+    )
+
+
 # --- what the mails say ------------------------------------------------------------------------
 
 
