@@ -379,6 +379,29 @@ def test_smtp_login(database_url):
         server.stop()
 
 
+@pytest.mark.parametrize("refusal", ["sender", "recipient"])
+def test_a_session_refusal_of_any_command_waits_uncounted(database_url, refusal):
+    """ "Authentication required" is about the session even when it answers a
+    RCPT: every recipient would get it, so none may be failed for it."""
+    admin = f"{unique('admin')}@mail.contoso.example"
+    if refusal == "sender":
+        server = SmtpSink(auth="mailer:s3cret").start()  # and the URL does not log in
+    else:
+        server = SmtpSink(rejects={admin: 530}).start()
+    try:
+        app = make_app(database_url, server.url)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            tenant_id, _ = tenant_with_admins(client, 0, admin=admin)
+            depleted(client, tenant_id, times=2)
+        run_until_idle(app, clock_now())
+        rows = deliveries(app.state.ctx.engine, tenant_id)
+        assert {(row.status, row.attempts) for row in rows} == {("pending", 0)}
+        assert all("530" in row.last_error for row in rows)
+        assert server.received() == []
+    finally:
+        server.stop()
+
+
 # --- TLS -------------------------------------------------------------------------------------------
 
 

@@ -54,6 +54,9 @@ _FALSE = {"0", "false", "no", "off"}
 _QUERY_KEYS = {"starttls", "timeout"}
 # A 552 to MAIL FROM is the declared SIZE of this message, not our sender.
 _MESSAGE_TOO_BIG = 552
+# Replies about our session whatever the command: authentication required or
+# too weak, encryption required (RFC 4954). Every message would get the same.
+_SESSION_CODES = {530, 534, 538}
 
 
 class MailError(Exception):
@@ -255,6 +258,13 @@ class SmtpMailer:
             ) from exc
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()), (0, b""))
+            if code in _SESSION_CODES:
+                self.close()
+                raise MailError(
+                    f"the SMTP server wants a login or TLS first: {code} {_text(reply)}",
+                    transient=True,
+                    connection=True,
+                ) from exc
             raise MailError(
                 f"the server refused {recipient}: {code} {_text(reply)}",
                 transient=not 500 <= code < 600,
@@ -282,6 +292,14 @@ class SmtpMailer:
                 connection=True,
             ) from exc
         except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code in _SESSION_CODES:
+                self.close()
+                raise MailError(
+                    f"the SMTP server wants a login or TLS first: {exc.smtp_code} "
+                    f"{_text(exc.smtp_error)}",
+                    transient=True,
+                    connection=True,
+                ) from exc
             # DATA refused (smtplib has already reset the transaction).
             raise MailError(
                 f"the server answered {exc.smtp_code} {_text(exc.smtp_error)}",
