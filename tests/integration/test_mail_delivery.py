@@ -381,7 +381,7 @@ def test_smtp_login(database_url):
 
 @pytest.mark.parametrize("refusal", ["sender", "recipient"])
 def test_a_session_refusal_of_any_command_waits_uncounted(database_url, refusal):
-    """ "Authentication required" is about the session even when it answers a
+    """An "authentication required" is about the session even when it answers a
     RCPT: every recipient would get it, so none may be failed for it."""
     admin = f"{unique('admin')}@mail.contoso.example"
     if refusal == "sender":
