@@ -241,3 +241,21 @@ def test_batches_are_limited_to_ten_thousand_records(client):
     )
     assert response.status_code == 422
     assert response.json()["code"] == "validation_error"
+
+
+def test_a_full_batch_of_ten_thousand_records_is_rated_in_one_request(client, engine):
+    tenant = make_tenant(client, balance="2000.00")
+    users = [make_user(client, tenant.id, usage_location="CH", licenses=PAYG) for _ in range(3)]
+    started_at = rfc3339(datetime.now(UTC) - timedelta(hours=2))
+    batch = [
+        record(tenant, users[n % len(users)], duration=61, started_at=started_at)
+        for n in range(10_000)
+    ]
+    results = post(client, tenant, batch)
+    assert len(results) == 10_000
+    assert {(r["status"], r["charge"], r["funding"]) for r in results} == {
+        ("rated", "0.17", "credits")  # 61 s on 60/60 at 0.085/min
+    }
+    assert [r["call_id"] for r in results] == [r["call_id"] for r in batch]
+    assert credits(client, tenant.id)["balance"] == "300.00"  # 2000 - 10,000 x 0.17
+    assert tenant_problems(verify_ledger(engine), tenant.id) == []

@@ -28,6 +28,7 @@ from commcredits.core.catalog import Plans, RateIndex
 from commcredits.core.charging import decide
 from commcredits.core.ledger import COUNTER_ACCOUNT, CREDITS_ACCOUNT
 from commcredits.core.money import format_amount, round_to_minor
+from commcredits.core.rating import Tariff
 from commcredits.errors import DomainError, ValidationFailed
 from commcredits.services import accounts, calls, directory, pool_store
 from commcredits.services.clock import now
@@ -256,7 +257,7 @@ def _rate_locked(
     terms = calls.terms_of(tenant)
     before = accounts.lock(connection, group.tenant_id)
     call_ids = [record.call_id for record, _ in prepared]
-    existing = set()
+    existing: set[str] = set()
     for start in range(0, len(call_ids), 500):
         existing.update(
             connection.execute(
@@ -278,7 +279,7 @@ def _rate_locked(
     # so a later record of the batch with that id is rated on its own.
     rated: set[str] = set()
     # A deck names few tariffs; a batch builds each once (keyed by row identity).
-    tariffs: dict[int, calls.Tariff | None] = {}
+    tariffs: dict[int, Tariff | None] = {}
     for record, prep in prepared:
         if record.call_id in existing or record.call_id in rated:
             outcomes[record.position] = Outcome(record.call_id, "duplicate")
