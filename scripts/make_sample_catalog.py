@@ -17,6 +17,10 @@ How the rate deck is built:
   owns); the bare code belongs to the code's main region (+1 United States,
   +44 United Kingdom, +7 Russia), so anything not told apart rates as the
   main region;
+- each of those prefixes also gets an `any` row, at the region's mobile
+  rate, so numbers phonenumbers calls toll-free, shared-cost, UAN or VoIP
+  (types `toll_free` and `other`, which have no rows of their own) are rated
+  rather than denied;
 - a few big countries get `premium` rows on their premium-rate ranges;
 - `tollfree_inbound` has fixed, mobile and `any` rows for the business
   countries (the `any` row rates a call on the toll-free number itself when
@@ -396,14 +400,18 @@ def build_rate_rows() -> list[RateRow]:
         rates = usd_rates(region)
         initial_s, subsequent_s = increments(region)
         connect_fee = REMOTE_CONNECT_FEE_USD if region in REMOTE_REGIONS else Decimal("0")
+        # `any` catches the types without rows of their own (toll_free, other),
+        # at the dearer mobile rate so no fallback is cheaper than a plain call.
+        outbound_rates = {**rates, "any": rates["mobile"]}
+        labels = {"fixed": "Fixed", "mobile": "Mobile", "any": "Other"}
         for prefix in prefixes_of[region]:
-            for number_type in ("fixed", "mobile"):
+            for number_type, rate in outbound_rates.items():
                 base = RateRow(
                     service="outbound",
                     prefix=prefix,
-                    destination=f"{name} - {number_type.capitalize()}",
+                    destination=f"{name} - {labels[number_type]}",
                     number_type=number_type,
-                    rate_per_minute=rates[number_type],
+                    rate_per_minute=rate,
                     connect_fee=connect_fee,
                     initial_increment_s=initial_s,
                     subsequent_increment_s=subsequent_s,
@@ -424,7 +432,6 @@ def build_rate_rows() -> list[RateRow]:
             }
             # Caller unknown: rated on the toll-free number, at the dearer mobile rate.
             tollfree_rates["any"] = tollfree_rates["mobile"]
-            labels = {"fixed": "Fixed", "mobile": "Mobile", "any": "Other"}
             for prefix in prefixes_of[region]:
                 for number_type, rate in tollfree_rates.items():
                     rows.append(
@@ -537,6 +544,11 @@ def self_check(rows: list[RateRow], rates_text: str, plans_text: str) -> None:
             assert row is not None, (region, digits)
             if not row.destination.startswith(region_name(region) + " - "):
                 unmatched.append(f"{region} +{digits} -> {row.destination}")
+    for digits in ("18002752273", "448001234567", "443001234567"):  # toll-free, UK 0800, 0300
+        for service in ("outbound", "conference_dialout"):
+            for kind in ("toll_free", "other"):
+                fallback = index.lookup(service, "USD", digits, kind)
+                assert fallback is not None and fallback.number_type == "any", (digits, service)
     if unmatched:
         # Ranges shared with the main region of the code (e.g. Cocos Islands
         # mobiles are Australian mobiles) rate as the main region.

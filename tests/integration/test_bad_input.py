@@ -479,7 +479,12 @@ CASES: list[Case] = [
             ("an unknown currency", _rate_row(currency="ZZZ")),
             ("a zero increment", _rate_row(initial_increment_s="0")),
             ("a text increment", _rate_row(subsequent_increment_s="sixty")),
-            ("a prefix with a plus", _rate_row(prefix="+4420")),
+            # A leading '+' is allowed (decisions.md): "+4420" is 4420 again.
+            ("a duplicate prefix written with a plus", _rate_row(prefix="+4420")),
+            ("a prefix with two plus signs", _rate_row(prefix="++4420")),
+            ("a plus inside a prefix", _rate_row(prefix="44+20")),
+            ("a prefix with a leading zero", _rate_row(prefix="0044")),
+            ("a plus prefix with a leading zero", _rate_row(prefix="+044")),
             ("a text prefix", _rate_row(prefix="uk")),
             ("too few columns", "outbound,4420,London"),
             ("too many columns", GOOD_RATE_ROW + ",extra"),

@@ -30,6 +30,7 @@ from commcredits.core.catalog import (
     rate_deck_to_csv,
     replace_decks,
 )
+from commcredits.core.numbers import analyse_number
 
 HEADER = (
     "service,prefix,destination,number_type,rate_per_minute,connect_fee,"
@@ -137,6 +138,10 @@ def test_empty_number_type_cell_means_any_and_spreadsheet_quirks_are_tolerated()
         ("outbound,44,UK,fixed,0.02,0,60,60,ZZZ", "currency 'ZZZ'"),
         ("outbound,44,UK,fixed,0.02,0,60,60,usd", "currency 'usd'"),
         ("outbound,44,UK,fixed,0.02,0,60,60", "expected 9 cells"),
+        ("outbound,0044,UK,fixed,0.02,0,60,60,USD", "prefix '0044' starts with 0"),
+        ("outbound,+044,UK,fixed,0.02,0,60,60,USD", "prefix '+044' starts with 0"),
+        ("outbound,0,UK,fixed,0.02,0,60,60,USD", "prefix '0' starts with 0"),
+        ("outbound,++44,UK,fixed,0.02,0,60,60,USD", "prefix '++44'"),
     ],
 )
 def test_first_bad_row_is_reported_with_its_line_number(bad_row: str, words: str) -> None:
@@ -144,6 +149,13 @@ def test_first_bad_row_is_reported_with_its_line_number(bad_row: str, words: str
     assert error.line == 3
     assert words in error.detail
     assert str(error).startswith("line 3: ")
+
+
+def test_a_prefix_may_start_with_a_plus() -> None:
+    (row,) = parse_rate_deck_csv(deck("outbound,+4420,UK - London,fixed,0.0190,0,60,60,USD"))
+    assert row.prefix == "4420"
+    found = RateIndex([row]).lookup("outbound", "USD", "+442079460000", "fixed")
+    assert found == row
 
 
 def test_the_first_of_several_bad_rows_wins() -> None:
@@ -482,6 +494,28 @@ def test_sample_deck_rates_known_numbers(
     assert found is not None
     assert (found.destination, found.currency, found.service) == (destination, currency, service)
     assert found.rate_per_minute > 0
+
+
+@pytest.mark.parametrize("currency", ["USD", "EUR", "GBP"])
+@pytest.mark.parametrize("service", ["outbound", "conference_dialout"])
+@pytest.mark.parametrize(
+    ("number", "destination"),
+    [
+        ("+18002752273", "United States - Other"),  # toll-free
+        ("+448001234567", "United Kingdom - Other"),  # toll-free
+        ("+443001234567", "United Kingdom - Other"),  # shared cost: "other"
+    ],
+)
+def test_sample_deck_rates_numbers_of_types_without_rows_of_their_own(
+    sample_index: RateIndex, number: str, destination: str, service: str, currency: str
+) -> None:
+    info = analyse_number(number, None)
+    assert info.number_type in ("toll_free", "other")
+    found = sample_index.lookup(service, currency, info.digits, info.number_type)
+    assert found is not None, number
+    assert (found.number_type, found.destination) == ("any", destination)
+    mobile = sample_index.lookup(service, currency, info.digits, "mobile")
+    assert mobile is not None and found.rate_per_minute == mobile.rate_per_minute
 
 
 def test_sample_deck_prices_are_plausible(sample_index: RateIndex) -> None:

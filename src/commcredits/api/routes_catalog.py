@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Request
 
 from commcredits.api.auth import Principal, require_operator
 from commcredits.api.context import AppContext, Auth, Ctx
+from commcredits.core.money import is_known_currency
 from commcredits.core.numbers import InvalidNumber, analyse_number
 from commcredits.errors import NotFound, ValidationFailed
 from commcredits.services import catalog
@@ -56,6 +57,12 @@ def lookup_rate(
         info = analyse_number(number, None)
     except InvalidNumber as exc:
         raise ValidationFailed(str(exc), reason="invalid_number") from exc
+    if not is_known_currency(currency):
+        # A deck is only ever loaded in a known currency: "usd" or "XYZ" is a
+        # mistake in the request, not a deck that happens to be missing.
+        raise ValidationFailed(
+            f"currency {currency!r} is not an ISO 4217 code in upper case, e.g. USD"
+        )
     index, _plans = ctx.catalog.current()
     row = index.lookup(service, currency, info.digits, info.number_type)
     if row is None:

@@ -13,13 +13,13 @@ from pydantic import Field
 from commcredits.api import pagination
 from commcredits.api.auth import Principal, require_operator, require_permission
 from commcredits.api.context import AppContext, Auth, Ctx
-from commcredits.api.idempotency import idempotency_key, run_idempotent
+from commcredits.api.idempotency import idempotency_key, run_claimed, run_idempotent
 from commcredits.api.schemas import Body
 from commcredits.core.money import InvalidMoney, parse_amount
 from commcredits.core.roles import Permission
 from commcredits.errors import ValidationFailed
 from commcredits.services import directory, funding
-from commcredits.services.clock import as_utc
+from commcredits.services.clock import client_instant
 from commcredits.store.db import read_transaction, write_transaction
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}", tags=["credits"])
@@ -79,20 +79,27 @@ def add_payment_method(
     principal: Principal = Auth,
 ) -> JSONResponse:
     require_permission(principal, tenant_id, Permission.FUND)
+    key = idempotency_key(request)
     _currency(ctx, tenant_id)  # 404 before the provider is asked anything
     provider = ctx.services["payments"]
-    card = funding.store_card(provider, tenant_id, body.card_number, body.exp_month, body.exp_year)
 
-    def action(connection: Any) -> tuple[int, Any]:
+    def outside() -> Any:
+        return funding.store_card(
+            provider, tenant_id, body.card_number, body.exp_month, body.exp_year
+        )
+
+    def action(connection: Any, card: Any) -> tuple[int, Any]:
         return 201, funding.insert_payment_method(connection, tenant_id, provider.name, card)
 
-    # The card number is hashed into the key's fingerprint, never stored.
-    status, result = run_idempotent(
+    # The key is claimed before the provider is asked, so a replay or a
+    # conflicting body makes no second customer or card at the provider.
+    status, result = run_claimed(
         ctx.engine,
         tenant_id=tenant_id,
-        key=idempotency_key(request),
+        key=key,
         scope=f"POST /v1/tenants/{tenant_id}/payment-methods",
-        body=body.model_dump(mode="json"),
+        body=funding.card_fingerprint(body.card_number, body.exp_month, body.exp_year),
+        outside=outside,
         action=action,
     )
     return JSONResponse(result, status_code=status)
@@ -100,11 +107,15 @@ def add_payment_method(
 
 @router.get("/payment-methods", summary="List stored cards")
 def list_payment_methods(
-    tenant_id: str, ctx: AppContext = Ctx, principal: Principal = Auth
+    tenant_id: str,
+    limit: int = Query(pagination.DEFAULT_PAGE_SIZE),
+    cursor: str | None = Query(None, max_length=1000),
+    ctx: AppContext = Ctx,
+    principal: Principal = Auth,
 ) -> dict[str, Any]:
     require_permission(principal, tenant_id, Permission.FUND)
     with read_transaction(ctx.engine) as connection:
-        return {"items": funding.list_payment_methods(connection, tenant_id), "next_cursor": None}
+        return funding.payment_methods_page(connection, tenant_id, limit, cursor)
 
 
 @router.delete("/payment-methods/{method_id}", status_code=204, summary="Remove a card")
@@ -201,8 +212,8 @@ def transactions(
     principal: Principal = Auth,
 ) -> dict[str, Any]:
     require_permission(principal, tenant_id, Permission.READ)
-    start = None if from_ is None else as_utc(from_)
-    end = None if to is None else as_utc(to)
+    start = client_instant("from", from_)
+    end = client_instant("to", to)
     with read_transaction(ctx.engine) as connection:
         directory.require_tenant(connection, tenant_id)
         return funding.transactions_page(connection, tenant_id, start, end, limit, cursor)

@@ -15,6 +15,7 @@ from commcredits.api.context import AppContext, Auth, Ctx
 from commcredits.core.roles import Permission
 from commcredits.errors import ValidationFailed
 from commcredits.services import directory, reports
+from commcredits.services.clock import client_instant
 from commcredits.store.db import read_transaction
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}", tags=["reports"])
@@ -36,7 +37,7 @@ def _aware(name: str, value: datetime | None) -> datetime | None:
     # A time without offset would be read in some zone nobody chose.
     if value is not None and value.tzinfo is None:
         raise ValidationFailed(f"{name}: give an RFC 3339 time with an offset, e.g. ...Z")
-    return value
+    return client_instant(name, value)
 
 
 def _filter(

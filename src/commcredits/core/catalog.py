@@ -371,6 +371,14 @@ def _row_from_record(record: Sequence[str], column_of: Mapping[str, int], line: 
             "(an optional leading '+', then the E.164 country code and more digits)",
         )
     prefix = prefix_match.group(1)
+    if prefix.startswith("0"):
+        # E.164 country codes never start with 0, so such a row could never
+        # match: a national or international dialling prefix left in by mistake.
+        raise RateDeckError(
+            line,
+            f"prefix {cell('prefix')!r} starts with 0, which no E.164 number does; "
+            "drop the trunk or international dialling prefix (write 44..., not 0044...)",
+        )
 
     destination = cell("destination")
     if not destination:

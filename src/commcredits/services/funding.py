@@ -15,12 +15,13 @@ the same Idempotency-Key, or the recharge runner, finishes it later.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from commcredits.adapters.payments import (
@@ -29,6 +30,7 @@ from commcredits.adapters.payments import (
     PaymentProvider,
     ProviderUnavailable,
 )
+from commcredits.adapters.payments.simulated import card_brand
 from commcredits.config import MIN_PURCHASE
 from commcredits.core.eligibility import credits_status, eligibility
 from commcredits.core.money import format_amount, round_to_minor
@@ -48,6 +50,8 @@ from commcredits.services.clock import as_utc, now, rfc3339
 from commcredits.services.ids import new_id
 from commcredits.store import tables as t
 from commcredits.store.db import is_postgres, read_transaction, write_transaction
+
+log = logging.getLogger(__name__)
 
 PROVIDER_ATTEMPTS_INLINE = 3
 CLAIM_SECONDS = 60
@@ -129,6 +133,27 @@ def check_purchase_amount(amount: Decimal, currency: str, maximum: Decimal) -> N
         )
 
 
+def check_balance_headroom(
+    connection: Connection, account: accounts.Account, amount: Decimal
+) -> None:
+    """Refuse, before any card is charged, money the balance could not take in:
+    with every purchase still pending posted too, it must stay within the
+    largest balance this service keeps."""
+    pending = connection.execute(
+        select(func.coalesce(func.sum(t.purchases.c.amount), 0)).where(
+            t.purchases.c.tenant_id == account.tenant_id, t.purchases.c.status == "pending"
+        )
+    ).scalar_one()
+    if account.balance + Decimal(pending) + amount > accounts.MAX_BALANCE:
+        currency = account.currency
+        raise ValidationFailed(
+            f"amount: the balance ({format_amount(account.balance, currency)} {currency}, "
+            f"plus {format_amount(Decimal(pending), currency)} {currency} of purchases "
+            f"still pending) would pass {accounts.MAX_BALANCE}, the largest balance this "
+            "service keeps; nothing was charged"
+        )
+
+
 # --- payment methods --------------------------------------------------------------------
 
 
@@ -195,14 +220,48 @@ def require_payment_method(connection: Connection, tenant_id: str, method_id: st
     return row
 
 
-def list_payment_methods(connection: Connection, tenant_id: str) -> list[dict[str, Any]]:
+def card_fingerprint(card_number: str, exp_month: int, exp_year: int) -> dict[str, Any]:
+    """What a card request is recognised by on a retry: only what is kept of the
+    card anyway (brand, last4, expiry). No stored digest may depend on the other
+    digits: with the brand's prefix and last4 known, the few left are guessed
+    in seconds."""
+    digits = "".join(c for c in card_number if c.isascii() and c.isdigit())
+    brand = card_brand(digits) if len(digits) >= 4 else "unknown"
+    return {"brand": brand, "last4": digits[-4:], "exp_month": exp_month, "exp_year": exp_year}
+
+
+def payment_methods_page(
+    connection: Connection, tenant_id: str, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """Stored cards, oldest first, a page at a time."""
+    from commcredits.api import pagination
+
     directory.require_tenant(connection, tenant_id)
-    rows = connection.execute(
-        select(t.payment_methods)
-        .where(t.payment_methods.c.tenant_id == tenant_id, t.payment_methods.c.removed_at.is_(None))
-        .order_by(t.payment_methods.c.created_at, t.payment_methods.c.id)
-    ).all()
-    return [payment_method_dict(r) for r in rows]
+    pagination.check_limit(limit)
+    methods = t.payment_methods.c
+    query = select(t.payment_methods).where(
+        methods.tenant_id == tenant_id, methods.removed_at.is_(None)
+    )
+    if cursor:
+        at_text, after_id = pagination.decode_cursor(cursor, 2)
+        after_at = _cursor_instant(at_text)
+        query = query.where(
+            (methods.created_at > after_at)
+            | ((methods.created_at == after_at) & (methods.id > str(after_id)))
+        )
+    query = query.order_by(methods.created_at, methods.id).limit(limit + 1)
+    rows = list(connection.execute(query).all())
+    rows, next_cursor = pagination.split(
+        rows, limit, lambda r: [as_utc(r.created_at).isoformat(), r.id]
+    )
+    return {"items": [payment_method_dict(r) for r in rows], "next_cursor": next_cursor}
+
+
+def _cursor_instant(value: Any) -> datetime:
+    try:
+        return as_utc(datetime.fromisoformat(str(value)))
+    except (ValueError, ValidationFailed) as exc:
+        raise ValidationFailed("cursor is not one this service issued") from exc
 
 
 def remove_payment_method(
@@ -256,6 +315,16 @@ def set_auto_recharge(
                 f"{before.currency}",
                 minimum=format_amount(MIN_PURCHASE, before.currency),
             )
+    if (
+        wanted.threshold is not None
+        and wanted.amount is not None
+        and wanted.threshold + wanted.amount > accounts.MAX_BALANCE
+    ):
+        # A recharge starts below the threshold; it must still fit once posted.
+        raise ValidationFailed(
+            f"threshold plus amount must stay within {accounts.MAX_BALANCE}, "
+            "the largest balance this service keeps"
+        )
     if wanted.payment_method_id is not None:
         require_payment_method(connection, tenant_id, wanted.payment_method_id)
     after = replace(
@@ -287,6 +356,9 @@ def adjust(
     """An operator's refund, goodwill credit or correction: a ledger line and an audit record."""
     directory.require_tenant(connection, tenant_id)
     before = accounts.lock(connection, tenant_id)
+    if amount > 0:
+        # Pending purchases may already be charged: leave them room to post.
+        check_balance_headroom(connection, before, amount)
     after, line = accounts.post(connection, before, "adjustment", amount, f"adjustment: {reason}")
     accounts.save(connection, before, after)
     audit.record(
@@ -387,6 +459,9 @@ def begin_purchase(
                 currency = tenant.currency
                 check_purchase_amount(amount, currency, maximum)
                 require_payment_method(connection, tenant_id, payment_method_id)
+                # Checked here, before the card is charged: a charge whose
+                # money cannot be posted would be taken and never credited.
+                check_balance_headroom(connection, accounts.lock(connection, tenant_id), amount)
                 purchase_id = new_id("pur")
                 connection.execute(
                     insert(t.purchases).values(
@@ -420,10 +495,23 @@ def begin_purchase(
     raise IdempotencyConflict("this Idempotency-Key is being used by a concurrent request")
 
 
+@dataclass
+class ChargeProgress:
+    """How far one attempt got: decides whether a purchase whose resolution keeps
+    failing may be given up (only when no money can have been taken)."""
+
+    stage: str = "not_asked"  # not_asked | asking | declined | charged
+
+
 def charge_provider(
-    engine: Engine, provider: PaymentProvider, tenant_id: str, purchase_id: str
+    engine: Engine,
+    provider: PaymentProvider,
+    tenant_id: str,
+    purchase_id: str,
+    progress: ChargeProgress | None = None,
 ) -> ChargeResult | None:
     """Step 2: outside any transaction. None when the provider did not answer."""
+    progress = progress or ChargeProgress()
     with read_transaction(engine) as connection:
         purchase = _purchase_row(connection, tenant_id, purchase_id)
         if purchase is None or purchase.status != "pending":
@@ -435,17 +523,22 @@ def charge_provider(
             )
         ).first()
     if method is None or method.removed_at is not None:
+        progress.stage = "declined"
         return ChargeResult(succeeded=False, failure_code="card_declined", provider_reference=None)
+    amount = purchase.amount.quantize(Decimal(1).scaleb(-_digits(purchase.currency)))
+    progress.stage = "asking"
     try:
-        return provider.charge(
+        result = provider.charge(
             method.provider_token,
-            purchase.amount.quantize(Decimal(1).scaleb(-_digits(purchase.currency))),
+            amount,
             purchase.currency,
             idempotency_key=purchase.id,
             description=f"commcredits {purchase.kind} {purchase.id}",
         )
     except ProviderUnavailable:
         return None
+    progress.stage = "charged" if result.succeeded else "declined"
+    return result
 
 
 def _digits(currency: str) -> int:
@@ -583,9 +676,18 @@ def purchase(
         body = finish_purchase(engine, tenant_id, purchase_id, result, idempotency_key)
         if body is not None:
             return body
+    if idempotency_key is None:
+        # Without a key a retry is a second purchase, charged once this one
+        # completes: point at this one instead.
+        raise ProviderUnavailableError(
+            f"the payment provider did not answer; purchase {purchase_id} is pending and "
+            "no money has been posted. Do not buy again: it completes or fails on its own; "
+            f"look it up with GET /v1/tenants/{tenant_id}/credits/purchases/{purchase_id}",
+            purchase_id=purchase_id,
+        )
     raise ProviderUnavailableError(
-        "the payment provider did not answer; the purchase is pending and no money has "
-        "been posted. Retry with the same Idempotency-Key to finish it",
+        f"the payment provider did not answer; purchase {purchase_id} is pending and no "
+        "money has been posted. Retry with the same Idempotency-Key to finish it",
         purchase_id=purchase_id,
     )
 
@@ -596,13 +698,18 @@ def purchase(
 def claim_pending(engine: Engine, limit: int = 20) -> list[tuple[str, str]]:
     """Claim pending purchases no other process is working on (a lease). On
     PostgreSQL the candidate rows are locked with SKIP LOCKED so two processes
-    never claim the same one."""
+    never claim the same one. The least-tried come first, so purchases that keep
+    failing queue behind fresh ones instead of taking every pass's places."""
     at = now()
+    purchases = t.purchases.c
     with write_transaction(engine) as connection:
         query = (
-            select(t.purchases.c.tenant_id, t.purchases.c.id, t.purchases.c.claim_expires_at)
-            .where(t.purchases.c.status == "pending")
-            .order_by(t.purchases.c.created_at)
+            select(purchases.tenant_id, purchases.id, purchases.claim_expires_at)
+            .where(
+                purchases.status == "pending",
+                or_(purchases.claim_expires_at.is_(None), purchases.claim_expires_at <= at),
+            )
+            .order_by(purchases.attempts, purchases.created_at, purchases.id)
             .limit(limit)
         )
         if is_postgres(connection):
@@ -622,22 +729,108 @@ def claim_pending(engine: Engine, limit: int = 20) -> list[tuple[str, str]]:
 
 
 def _aware(value: Any) -> Any:
-    from commcredits.services.clock import as_utc
-
     return as_utc(value)
 
 
 def resolve_pending(engine: Engine, provider: PaymentProvider) -> int:
-    """One pass of the runner: resolve every claimable pending purchase."""
+    """One pass of the runner: resolve every claimable pending purchase. Each one
+    on its own: an error resolving one is logged and counted against it, and the
+    pass goes on with the others (other tenants' recharges among them)."""
     done = 0
     for tenant_id, purchase_id in claim_pending(engine):
-        result = charge_provider(engine, provider, tenant_id, purchase_id)
-        with read_transaction(engine) as connection:
-            row = _purchase_row(connection, tenant_id, purchase_id)
-        give_up = row is not None and row.attempts + 1 >= MAX_PROVIDER_ATTEMPTS
-        if finish_purchase(engine, tenant_id, purchase_id, result, give_up=give_up) is not None:
-            done += 1
+        progress = ChargeProgress()
+        try:
+            if _resolve_one(engine, provider, tenant_id, purchase_id, progress):
+                done += 1
+        except Exception:
+            log.exception(
+                "resolving purchase %s of tenant %s failed (provider: %s)",
+                purchase_id,
+                tenant_id,
+                progress.stage,
+            )
+            try:
+                if record_failed_attempt(engine, tenant_id, purchase_id, progress):
+                    done += 1
+            except Exception:
+                log.exception("counting the failed attempt of purchase %s failed", purchase_id)
     return done
+
+
+def _resolve_one(
+    engine: Engine,
+    provider: PaymentProvider,
+    tenant_id: str,
+    purchase_id: str,
+    progress: ChargeProgress,
+) -> bool:
+    result = charge_provider(engine, provider, tenant_id, purchase_id, progress)
+    with read_transaction(engine) as connection:
+        row = _purchase_row(connection, tenant_id, purchase_id)
+    give_up = row is not None and row.attempts + 1 >= MAX_PROVIDER_ATTEMPTS
+    return finish_purchase(engine, tenant_id, purchase_id, result, give_up=give_up) is not None
+
+
+def record_failed_attempt(
+    engine: Engine, tenant_id: str, purchase_id: str, progress: ChargeProgress
+) -> bool:
+    """After an error resolving a purchase, in a transaction of its own: count the
+    attempt and hold the purchase back for a lease period. At the attempt limit
+    the purchase ends ``failed`` with ``processing_error``, but only when this
+    attempt shows no money was taken: the error came before the provider was
+    asked, or the provider declined. One the provider charged (or may have,
+    its call having raised) stays pending for an operator: failing it would
+    keep money the tenant paid. Returns True when the purchase ended."""
+    at = now()
+    with write_transaction(engine) as connection:
+        accounts.lock(connection, tenant_id)  # the order finish_purchase locks in
+        row = _purchase_row(connection, tenant_id, purchase_id, lock=True)
+        if row is None or row.status != "pending":
+            return False
+        attempts = row.attempts + 1
+        where = (t.purchases.c.tenant_id == tenant_id, t.purchases.c.id == purchase_id)
+        no_money_taken = progress.stage in ("not_asked", "declined")
+        if attempts < MAX_PROVIDER_ATTEMPTS or not no_money_taken:
+            if attempts >= MAX_PROVIDER_ATTEMPTS:
+                log.error(
+                    "purchase %s of tenant %s: %d attempts, provider stage %s; it stays "
+                    "pending until an operator looks at it",
+                    purchase_id,
+                    tenant_id,
+                    attempts,
+                    progress.stage,
+                )
+            connection.execute(
+                update(t.purchases)
+                .where(*where)
+                .values(attempts=attempts, claim_expires_at=at + timedelta(seconds=CLAIM_SECONDS))
+            )
+            return False
+        connection.execute(
+            update(t.purchases)
+            .where(*where)
+            .values(
+                status="failed",
+                failure_code="processing_error",
+                attempts=attempts,
+                completed_at=at,
+                claim_expires_at=None,
+            )
+        )
+        if row.kind == "auto_recharge":
+            # The crossing is spent, as after any failed recharge.
+            connection.execute(
+                update(t.credits_accounts)
+                .where(
+                    t.credits_accounts.c.tenant_id == tenant_id,
+                    t.credits_accounts.c.recharge_purchase_id == purchase_id,
+                )
+                .values(recharge_purchase_id=None, updated_at=at)
+            )
+        log.error(
+            "purchase %s of tenant %s given up after %d attempts", purchase_id, tenant_id, attempts
+        )
+        return True
 
 
 # --- transactions -----------------------------------------------------------------------------
@@ -679,10 +872,7 @@ def purchases_page(
     query = select(t.purchases).where(t.purchases.c.tenant_id == tenant_id)
     if cursor:
         at_text, after_id = pagination.decode_cursor(cursor, 2)
-        try:
-            after_at = datetime.fromisoformat(str(at_text))
-        except ValueError as exc:
-            raise ValidationFailed("cursor is not one this service issued") from exc
+        after_at = _cursor_instant(at_text)
         query = query.where(
             (t.purchases.c.created_at > after_at)
             | ((t.purchases.c.created_at == after_at) & (t.purchases.c.id > str(after_id)))

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import Engine, func, select
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
 
 from commcredits.core.ledger import CREDITS_ACCOUNT
+from commcredits.core.money import InvalidMoney, round_to_minor
 from commcredits.store import tables as t
 from commcredits.store.db import read_transaction
 
@@ -93,9 +96,52 @@ def verify_ledger(engine: Engine) -> LedgerReport:
                 report.problems.append(
                     f"{tenant_id}: account says {account.ledger_seq} lines, found {expected_seq}"
                 )
+            report.problems += _purchase_problems(connection, tenant_id, lines)
             held = holds.get(tenant_id) or ZERO
             if held != account.reserved:
                 report.problems.append(
                     f"{tenant_id}: reserved {account.reserved} but live calls hold {held}"
                 )
     return report
+
+
+FUNDING_KINDS = ("purchase", "auto_recharge")
+
+
+def _purchase_problems(connection: Connection, tenant_id: str, lines: list[Any]) -> list[str]:
+    """Every succeeded purchase has exactly its one ledger line, of its kind and
+    amount; a failed or pending one has none."""
+    problems: list[str] = []
+    by_reference: dict[str, list[Any]] = {}
+    for line in lines:
+        if line.kind in FUNDING_KINDS and line.reference:
+            by_reference.setdefault(line.reference, []).append(line)
+    by_seq = {line.seq: line for line in lines}
+    purchases = connection.execute(
+        select(t.purchases).where(t.purchases.c.tenant_id == tenant_id)
+    ).all()
+    for purchase in purchases:
+        reference = f"{purchase.kind} {purchase.id}"
+        posted = by_reference.pop(reference, [])
+        name = f"{tenant_id}: {purchase.kind} {purchase.id} ({purchase.status})"
+        if purchase.status != "succeeded":
+            if posted or purchase.ledger_seq is not None:
+                problems.append(f"{name} has a ledger line but moved no money")
+            continue
+        if len(posted) != 1:
+            problems.append(f"{name} has {len(posted)} ledger lines, expected exactly 1")
+            continue
+        (line,) = posted
+        if purchase.ledger_seq != line.seq or by_seq.get(line.seq) is not line:
+            problems.append(f"{name} points at line {purchase.ledger_seq}, posted as {line.seq}")
+        try:
+            expected = round_to_minor(purchase.amount, purchase.currency)
+        except InvalidMoney:
+            problems.append(f"{name} has an unknown currency {purchase.currency!r}")
+            continue
+        if line.amount != expected:
+            problems.append(f"{name} is for {expected} but its line {line.seq} is {line.amount}")
+    for reference, posted in by_reference.items():
+        seqs = ", ".join(str(line.seq) for line in posted)
+        problems.append(f"{tenant_id}: line(s) {seqs} post {reference}, which is no purchase")
+    return problems
