@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -45,6 +46,9 @@ class ServerProcess:
             }
         )
         env.update(self.extra_env)
+        # The server's log goes to a file: a pipe nobody reads would stall a
+        # server that logs a lot, and the file is there to show when it fails.
+        log_fd, self.log_path = tempfile.mkstemp(prefix="commcredits-serve-", suffix=".log")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -57,9 +61,10 @@ class ServerProcess:
                 str(self.port),
             ],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
         )
+        os.close(log_fd)
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
