@@ -113,11 +113,16 @@ def test_bad_records_are_rejected_and_the_rest_rated(client):
         record(tenant, payg, call_type="video_call"),
         {"call_id": "no-fields"},
         "not an object",
+        # The edges of what a datetime holds: refused, not an overflow.
+        record(tenant, payg, started_at="9999-12-31T23:59:59-23:59"),
+        record(tenant, payg, started_at="0001-01-01T00:00:00+14:00"),
     ]
     results = post(client, tenant, batch)
     assert len(results) == len(batch)
     statuses = [r["status"] for r in results]
-    assert statuses == ["rejected", "rated"] + ["rejected"] * 8
+    assert statuses == ["rejected", "rated"] + ["rejected"] * 10
+    assert "future" in results[10]["error"]
+    assert "400 days" in results[11]["error"]
     assert results[0]["error"] == "invalid_number"
     assert results[2]["error"] == "no_calling_plan"
     assert "not found" in results[3]["error"]

@@ -111,7 +111,9 @@ def parse_records(raw_records: list[Any], outcomes: list[Outcome | None]) -> lis
                 label, "rejected", error="started_at: records may be at most 400 days old"
             )
             continue
-        if started + timedelta(seconds=record.duration_seconds) > at + MAX_FUTURE_END:
+        # Compared on the side of now, which cannot overflow (a start in year
+        # 9999 plus its duration would).
+        if started > at + MAX_FUTURE_END - timedelta(seconds=record.duration_seconds):
             outcomes[position] = Outcome(
                 label, "rejected", error="the call ends more than 5 minutes in the future"
             )
