@@ -39,8 +39,10 @@ def main() -> int:
     index, _ = cache.current()
     built = time.perf_counter()
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    print(f"deck of {loaded:,} rows: parsed and stored in {stored - started:.2f} s, "
-          f"index loaded from the database in {built - stored:.2f} s")
+    print(
+        f"deck of {loaded:,} rows: parsed and stored in {stored - started:.2f} s, "
+        f"index loaded from the database in {built - stored:.2f} s"
+    )
     print(f"rows in the index: {len(index):,}")
     return 0
 

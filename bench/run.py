@@ -309,6 +309,7 @@ def server(database_url: str) -> Iterator[tuple[str, int]]:
             "COMMCREDITS_BACKGROUND_WORKERS": "1",
         }
     )
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -321,16 +322,18 @@ def server(database_url: str) -> Iterator[tuple[str, int]]:
             str(port),
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        # A file, not a pipe: nobody reads a pipe while the load runs, and a
+        # server that fills one would stall mid-measurement.
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_READY_SECONDS
         while True:
             if process.poll() is not None:
-                stderr = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"the server exited early: {stderr[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"the server exited early: {log.read().decode()[-2000:]}")
             try:
                 if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                     break
@@ -348,6 +351,7 @@ def server(database_url: str) -> Iterator[tuple[str, int]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+        log.close()
 
 
 def load_catalog(database_url: str) -> None:
