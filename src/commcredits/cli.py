@@ -100,6 +100,7 @@ def demo(
     token = os.environ.get("COMMCREDITS_OPERATOR_TOKEN") or "op_" + secrets.token_urlsafe(24)
     os.environ["COMMCREDITS_OPERATOR_TOKEN"] = token
     settings = Settings.from_env()
+    _check_mail_settings(settings)
     application = create_app(settings)
     result = seed(application.state.ctx)
     url = f"http://{host}:{port}"

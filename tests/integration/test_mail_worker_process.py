@@ -225,7 +225,7 @@ def test_the_server_processes_own_worker_sends_an_event(database_url, tmp_path):
 # --- settings refused at start ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["serve", "mail-worker"])
+@pytest.mark.parametrize("command", ["serve", "mail-worker", "demo"])
 @pytest.mark.parametrize(
     ("setting", "value", "says"),
     [
@@ -243,7 +243,9 @@ def test_bad_mail_settings_refuse_to_start(tmp_path, command, setting, value, sa
         COMMCREDITS_MAIL_FROM=MAIL_FROM,
     )
     env[setting] = value
-    arguments = ["--port", "1"] if command == "serve" else ["--once"]
+    arguments = {"serve": ["--port", "1"], "demo": ["--no-serve"], "mail-worker": ["--once"]}[
+        command
+    ]
     done = subprocess.run(
         [sys.executable, "-m", "commcredits.cli", command, *arguments],
         env=env,
