@@ -154,6 +154,7 @@ def drive(database_url: str, seconds: float, on_ready: Callable[[], None] | None
     from fastapi import routing
     from fastapi.dependencies import utils
 
+    from commcredits.api import context
     from commcredits.api.app import create_app
     from commcredits.config import Settings
 
@@ -161,7 +162,7 @@ def drive(database_url: str, seconds: float, on_ready: Callable[[], None] | None
         return func(*args, **kwargs)
 
     # Sync endpoints and dependencies run in the calling thread (see the docstring).
-    for module in (routing, utils, starlette.concurrency):
+    for module in (routing, utils, starlette.concurrency, context):
         module.run_in_threadpool = inline  # type: ignore[attr-defined]
     application = create_app(Settings.from_env(), migrate=False)
     numbers = called_numbers()
