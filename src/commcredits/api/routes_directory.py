@@ -131,12 +131,22 @@ def add_subscription(
 
 @router.get("/tenants/{tenant_id}/subscriptions", tags=["licenses"], summary="List subscriptions")
 def list_subscriptions(
-    tenant_id: str, ctx: AppContext = Ctx, principal: Principal = Auth
+    tenant_id: str,
+    limit: int = Query(pagination.DEFAULT_PAGE_SIZE),
+    cursor: str | None = Query(None, max_length=1000),
+    ctx: AppContext = Ctx,
+    principal: Principal = Auth,
 ) -> dict[str, Any]:
     _require_users_or_read(principal, tenant_id)
     with read_transaction(ctx.engine) as connection:
         directory.require_tenant(connection, tenant_id)
-        return {"items": directory.list_subscriptions(connection, tenant_id), "next_cursor": None}
+        query = select(t.subscriptions).where(t.subscriptions.c.tenant_id == tenant_id)
+        rows = connection.execute(
+            pagination.page(query, [t.subscriptions.c.sku], limit, cursor)
+        ).all()
+        rows, next_cursor = pagination.split(rows, limit, lambda r: [r.sku])
+        items = directory.subscription_items(connection, tenant_id, rows)
+    return {"items": items, "next_cursor": next_cursor}
 
 
 def _require_users_or_read(principal: Principal, tenant_id: str) -> None:

@@ -3,18 +3,27 @@
 Every function runs inside the caller's write transaction (one per request).
 Seats are serialised by locking the subscription row (PostgreSQL) or by the
 single writer (SQLite), so two assignments never take the same last seat.
+
+Creations insert with ON CONFLICT DO NOTHING (both databases speak it): on
+PostgreSQL two concurrent requests may both find no tenant with that id, or no
+user with that UPN, and the check alone would let the second insert fail on
+the unique index. The insert that finds the row already there answers as the
+check would have (409), and a license already held stays a success.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from commcredits.core.licenses import UNLIMITED_SKUS
-from commcredits.errors import NoSeatsAvailable, NotFound, UpnTaken
+from commcredits.errors import Conflict, NoSeatsAvailable, NotFound, UpnTaken, ValidationFailed
 from commcredits.services.clock import now
 from commcredits.services.ids import new_id
 from commcredits.services.pool_store import forget_sizes
@@ -22,6 +31,8 @@ from commcredits.store import tables as t
 from commcredits.store.db import is_postgres
 
 ZERO = Decimal("0")
+# Seats are an INTEGER column; far below its 2**31 - 1 so a sum never overflows it.
+MAX_SUBSCRIPTION_SEATS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -37,13 +48,9 @@ class NewTenant:
 
 def create_tenant(connection: Connection, new: NewTenant) -> dict[str, Any]:
     tenant_id = new.id or new_id("t")
-    if get_tenant_row(connection, tenant_id) is not None:
-        from commcredits.errors import Conflict
-
-        raise Conflict(f"a tenant with id '{tenant_id}' already exists")
     at = now()
-    connection.execute(
-        insert(t.tenants).values(
+    created = connection.execute(
+        _insert_new(connection, t.tenants).values(
             id=tenant_id,
             name=new.name,
             country=new.country,
@@ -56,6 +63,8 @@ def create_tenant(connection: Connection, new: NewTenant) -> dict[str, Any]:
             updated_at=at,
         )
     )
+    if not created.rowcount:
+        raise Conflict(f"a tenant with id '{tenant_id}' already exists")
     # The account exists from the start: it is the row every money movement locks.
     connection.execute(
         insert(t.credits_accounts).values(
@@ -138,33 +147,61 @@ def add_subscription(
     at = now()
     row = _lock_subscription(connection, tenant_id, sku)
     if row is None:
-        connection.execute(
-            insert(t.subscriptions).values(
+        created = connection.execute(
+            _insert_new(connection, t.subscriptions).values(
                 tenant_id=tenant_id, sku=sku, quantity=quantity, created_at=at, updated_at=at
             )
         )
-    else:
-        connection.execute(
-            update(t.subscriptions)
-            .where(t.subscriptions.c.tenant_id == tenant_id, t.subscriptions.c.sku == sku)
-            .values(quantity=t.subscriptions.c.quantity + quantity, updated_at=at)
+        if created.rowcount:
+            return _subscription_item(connection, tenant_id, sku)
+        # A concurrent first purchase of this SKU committed the row first.
+        row = _lock_subscription(connection, tenant_id, sku)
+    if row.quantity + quantity > MAX_SUBSCRIPTION_SEATS:
+        raise ValidationFailed(
+            f"quantity: the subscription would hold more than {MAX_SUBSCRIPTION_SEATS} seats"
         )
-    return next(s for s in list_subscriptions(connection, tenant_id) if s["sku"] == sku)
+    connection.execute(
+        update(t.subscriptions)
+        .where(t.subscriptions.c.tenant_id == tenant_id, t.subscriptions.c.sku == sku)
+        .values(quantity=t.subscriptions.c.quantity + quantity, updated_at=at)
+    )
+    return _subscription_item(connection, tenant_id, sku)
+
+
+def _subscription_item(connection: Connection, tenant_id: str, sku: str) -> dict[str, Any]:
+    row = connection.execute(
+        select(t.subscriptions).where(
+            t.subscriptions.c.tenant_id == tenant_id, t.subscriptions.c.sku == sku
+        )
+    ).one()
+    return subscription_items(connection, tenant_id, [row])[0]
 
 
 def list_subscriptions(connection: Connection, tenant_id: str) -> list[dict[str, Any]]:
-    assigned = dict(
-        connection.execute(
-            select(t.user_licenses.c.sku, func.count())
-            .where(t.user_licenses.c.tenant_id == tenant_id)
-            .group_by(t.user_licenses.c.sku)
-        ).all()
-    )
     rows = connection.execute(
         select(t.subscriptions)
         .where(t.subscriptions.c.tenant_id == tenant_id)
         .order_by(t.subscriptions.c.sku)
     ).all()
+    return subscription_items(connection, tenant_id, rows)
+
+
+def subscription_items(
+    connection: Connection, tenant_id: str, rows: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """Subscription rows with their assigned and available seats."""
+    if not rows:
+        return []
+    assigned: dict[str, int] = dict(
+        connection.execute(
+            select(t.user_licenses.c.sku, func.count())
+            .where(
+                t.user_licenses.c.tenant_id == tenant_id,
+                t.user_licenses.c.sku.in_([row.sku for row in rows]),
+            )
+            .group_by(t.user_licenses.c.sku)
+        ).all()
+    )
     items = []
     for row in rows:
         used = int(assigned.get(row.sku, 0))
@@ -211,8 +248,8 @@ def create_user(
     _check_upn_free(connection, tenant_id, fields.upn, except_user=None)
     user_id = new_id("u")
     at = now()
-    connection.execute(
-        insert(t.users).values(
+    created = connection.execute(
+        _insert_new(connection, t.users).values(
             tenant_id=tenant_id,
             id=user_id,
             upn=fields.upn,
@@ -227,7 +264,10 @@ def create_user(
             updated_at=at,
         )
     )
-    for sku in dict.fromkeys(licenses):
+    if not created.rowcount:  # a concurrent request created that UPN after our check
+        raise _upn_taken(fields.upn)
+    # Sorted, as patch_user does: subscription rows are locked in one order.
+    for sku in sorted(set(licenses)):
         assign_license(connection, tenant_id, user_id, sku)
     return user_dict(connection, require_user(connection, tenant_id, user_id))
 
@@ -241,7 +281,11 @@ def _check_upn_free(
         )
     ).first()
     if row is not None and row.id != except_user:
-        raise UpnTaken(f"a user with upn '{upn}' already exists in this tenant")
+        raise _upn_taken(upn)
+
+
+def _upn_taken(upn: str) -> UpnTaken:
+    return UpnTaken(f"a user with upn '{upn}' already exists in this tenant")
 
 
 def find_user(connection: Connection, tenant_id: str, user_ref: str) -> Any:
@@ -308,11 +352,17 @@ def patch_user(
     if "roles" in values:
         values["roles"] = sorted(set(values["roles"]))
     if values:
-        connection.execute(
-            update(t.users)
-            .where(t.users.c.tenant_id == tenant_id, t.users.c.id == row.id)
-            .values(**values, updated_at=now())
-        )
+        try:
+            connection.execute(
+                update(t.users)
+                .where(t.users.c.tenant_id == tenant_id, t.users.c.id == row.id)
+                .values(**values, updated_at=now())
+            )
+        except IntegrityError as exc:
+            # Another user took this UPN after our check; the transaction rolls back.
+            if "upn" not in values:
+                raise
+            raise _upn_taken(values["upn"]) from exc
     forget_sizes(tenant_id)
     if licenses is not None:
         held = set(licenses_of(connection, tenant_id, row.id))
@@ -343,7 +393,13 @@ def delete_user(connection: Connection, tenant_id: str, user_ref: str) -> None:
 
 
 def assign_license(connection: Connection, tenant_id: str, user_id: str, sku: str) -> bool:
-    """Idempotent: assigning a license the user holds changes nothing (returns False)."""
+    """Idempotent: assigning a license the user holds changes nothing (returns False).
+
+    The subscription row is locked before the user's licenses are read, so a
+    concurrent identical assignment is seen once it commits: it is the user's
+    license already, not a taken seat."""
+    counted = sku not in UNLIMITED_SKUS
+    subscription = _lock_subscription(connection, tenant_id, sku) if counted else None
     held = connection.execute(
         select(t.user_licenses.c.sku).where(
             t.user_licenses.c.tenant_id == tenant_id,
@@ -353,8 +409,7 @@ def assign_license(connection: Connection, tenant_id: str, user_id: str, sku: st
     ).first()
     if held is not None:
         return False
-    if sku not in UNLIMITED_SKUS:
-        subscription = _lock_subscription(connection, tenant_id, sku)
+    if counted:
         quantity = 0 if subscription is None else subscription.quantity
         assigned = connection.execute(
             select(func.count()).where(
@@ -367,11 +422,14 @@ def assign_license(connection: Connection, tenant_id: str, user_id: str, sku: st
                 "add a subscription or remove the license from another user",
                 sku=sku,
             )
-    connection.execute(
-        insert(t.user_licenses).values(
+    # Unlimited SKUs take no lock: two identical assignments may both get here.
+    inserted = connection.execute(
+        _insert_new(connection, t.user_licenses).values(
             tenant_id=tenant_id, user_id=user_id, sku=sku, assigned_at=now()
         )
     )
+    if not inserted.rowcount:
+        return False
     forget_sizes(tenant_id)
     return True
 
@@ -386,3 +444,10 @@ def remove_license(connection: Connection, tenant_id: str, user_id: str, sku: st
     )
     forget_sizes(tenant_id)
     return bool(result.rowcount)
+
+
+def _insert_new(connection: Connection, table: Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING: rowcount 0 when a unique key is taken
+    (SQLAlchemy reports an INSERT's rowcount only when asked to keep it)."""
+    dialect = postgresql if is_postgres(connection) else sqlite
+    return dialect.insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
