@@ -11,7 +11,9 @@ from fastapi import FastAPI
 from commcredits.adapters.payments import get_provider
 from commcredits.api import (
     errors,
+    guards,
     metrics,
+    pagination,
     routes_calls,
     routes_catalog,
     routes_credits,
@@ -35,6 +37,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     if migrate:
         upgrade(engine)
     ctx = AppContext(settings=settings, engine=engine, catalog=Catalog(engine))
+    # Every process of one deployment shares the operator token, so a cursor
+    # one worker gave is good at the next.
+    pagination.configure_signing(settings.operator_token)
     ctx.services["payments"] = payment_provider(settings)
 
     workers = background_workers(ctx)
@@ -55,6 +60,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.state.ctx = ctx
     errors.install(app)
+    # Starlette runs the last added outermost: metrics see the guard's refusals too.
+    app.add_middleware(guards.RequestGuard, api=app)
     app.add_middleware(metrics.MetricsMiddleware)
     app.include_router(routes_health.router)
     app.include_router(routes_home.router)

@@ -87,25 +87,51 @@ class TokenCache:
             self._entries[token_hash] = (time.monotonic() + TOKEN_CACHE_SECONDS, principal)
 
 
+# The request guard (api/guards.py) authenticates every /v1 request before its
+# body is read, and leaves the principal here for the route's dependency.
+PRINCIPAL_SCOPE_KEY = "commcredits.principal"
+
+
 def authenticate(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("send 'Authorization: Bearer <token>'")
+    known = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if isinstance(known, Principal):
+        return known
+    principal = authenticate_without_database(request)
+    if principal is not None:
+        return principal
+    return authenticate_from_database(request)
+
+
+def authenticate_without_database(request: Request) -> Principal | None:
+    """The operator or a cached charging token; None when the database must be
+    asked. Raises Unauthenticated when no bearer token is sent."""
+    token = _bearer_token(request)
     ctx = request.app.state.ctx
     if hmac.compare_digest(token.encode(), ctx.settings.operator_token.encode()):
         return Principal(kind="operator")
+    cached: Principal | None = ctx.token_cache.get(hash_token(token))
+    return cached
+
+
+def authenticate_from_database(request: Request) -> Principal:
+    token = _bearer_token(request)
+    ctx = request.app.state.ctx
     token_hash = hash_token(token)
-    cached = ctx.token_cache.get(token_hash)
-    if cached is not None:
-        return cached
     principal = _load_principal(ctx.engine, token_hash)
     if principal is None:
         raise Unauthenticated("the token is not valid")
     if principal.kind == "charging":
         ctx.token_cache.put(token_hash, principal)
     return principal
+
+
+def _bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("send 'Authorization: Bearer <token>'")
+    return token
 
 
 def _load_principal(engine: Engine, token_hash: str) -> Principal | None:

@@ -35,6 +35,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "call_conflict": 409,
     "invalid_rate_deck": 422,
     "payment_provider_unavailable": 503,
+    "payload_too_large": 413,
 }
 
 TITLES: dict[int, str] = {
@@ -44,6 +45,7 @@ TITLES: dict[int, str] = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Content too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
     500: "Internal server error",
@@ -102,7 +104,8 @@ def install(app: FastAPI) -> None:
             405: "method_not_allowed",
             415: "unsupported_media_type",
         }
-        code = codes.get(exc.status_code, "http_error")
+        # The request guard's refusals carry their own code (api/guards.py).
+        code = getattr(exc, "code", None) or codes.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 400 and detail.startswith("There was an error parsing"):
             detail = "the request body could not be read: send UTF-8 encoded JSON"

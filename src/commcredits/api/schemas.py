@@ -46,9 +46,10 @@ AGREEMENT = Literal["ea", "mca", "csp", "direct", "nce"]
 USER_KIND = Literal["person", "resource_account"]
 
 MAX_QUANTITY = 1_000_000
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
-_UPN = re.compile(r"^[^@\s]+@[^@\s]+$")
+# Used with fullmatch: with match, "$" would let a trailing newline through.
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", re.ASCII)
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)
+_UPN = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 def _country(value: str) -> str:
@@ -70,7 +71,7 @@ def _timezone(value: str) -> str:
 
 
 def _identifier(value: str) -> str:
-    if not _ID_PATTERN.match(value):
+    if not _ID_PATTERN.fullmatch(value):
         raise ValueError(
             "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
         )
@@ -78,7 +79,7 @@ def _identifier(value: str) -> str:
 
 
 def _e164(value: str) -> str:
-    if not _E164.match(value):
+    if not _E164.fullmatch(value):
         raise ValueError("must be an E.164 number: '+' then up to 15 digits, nothing else")
     try:
         parsed = phonenumbers.parse(value, None)
@@ -90,7 +91,7 @@ def _e164(value: str) -> str:
 
 
 def _upn(value: str) -> str:
-    if not _UPN.match(value):
+    if not _UPN.fullmatch(value):
         raise ValueError("must look like 'name@domain'")
     return value
 

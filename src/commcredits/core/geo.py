@@ -8,8 +8,14 @@ from zoneinfo import available_timezones
 from babel import Locale
 from babel.numbers import list_currencies
 
-# Babel's territory list also holds regions and groupings that are not countries.
-_NOT_COUNTRIES = frozenset({"EU", "EZ", "UN", "QO", "ZZ", "XA", "XB"})
+# Babel's (CLDR's) territory list also holds groupings (EU, EZ, UN, QO), unknown
+# and pseudo regions (ZZ, XA, XB), and codes that ISO 3166-1 only reserves or
+# that are user-assigned: Kosovo (XK), Ascension (AC), Clipperton (CP), Sark
+# (CQ), Diego Garcia (DG), Ceuta and Melilla (EA), the Canary Islands (IC) and
+# Tristan da Cunha (TA). What is left is ISO 3166-1 alpha-2 exactly: 249 codes.
+_NOT_COUNTRIES = frozenset(
+    {"EU", "EZ", "UN", "QO", "ZZ", "XA", "XB", "XK", "AC", "CP", "CQ", "DG", "EA", "IC", "TA"}
+)
 
 
 @lru_cache(maxsize=1)
@@ -49,9 +55,15 @@ def is_currency(code: str) -> bool:
     return code in _currencies()
 
 
+# Names the system's zone database may list that are not time zones: "localtime"
+# is a link to whatever the machine is set to, "Factory" a placeholder with the
+# abbreviation "-00".
+_NOT_TIMEZONES = frozenset({"localtime", "Factory"})
+
+
 @lru_cache(maxsize=1)
 def _timezones() -> frozenset[str]:
-    return frozenset(available_timezones())
+    return frozenset(available_timezones()) - _NOT_TIMEZONES
 
 
 def is_timezone(name: str) -> bool:
