@@ -25,7 +25,10 @@ def test_same_key_with_another_body_is_409(client):
     tenant = create_tenant(client)
     headers = {**OPERATOR, "Idempotency-Key": unique("key")}
     body = {"upn": "one@c.example", "display_name": "One", "usage_location": "US"}
-    assert client.post(f"/v1/tenants/{tenant['id']}/users", json=body, headers=headers).status_code == 201
+    assert (
+        client.post(f"/v1/tenants/{tenant['id']}/users", json=body, headers=headers).status_code
+        == 201
+    )
     other = {**body, "display_name": "Two"}
     response = client.post(f"/v1/tenants/{tenant['id']}/users", json=other, headers=headers)
     assert response.status_code == 409
@@ -37,13 +40,23 @@ def test_same_key_with_another_body_is_409(client):
 def test_a_failed_request_leaves_the_key_unused(client):
     tenant = create_tenant(client)
     headers = {**OPERATOR, "Idempotency-Key": unique("key")}
-    body = {"upn": "seat@c.example", "display_name": "S", "usage_location": "US",
-            "licenses": ["audio_conferencing"]}
+    body = {
+        "upn": "seat@c.example",
+        "display_name": "S",
+        "usage_location": "US",
+        "licenses": ["audio_conferencing"],
+    }
     refused = client.post(f"/v1/tenants/{tenant['id']}/users", json=body, headers=headers)
     assert refused.status_code == 409 and refused.json()["code"] == "no_seats_available"
-    client.post(f"/v1/tenants/{tenant['id']}/subscriptions",
-                json={"sku": "audio_conferencing", "quantity": 1}, headers=OPERATOR)
-    assert client.post(f"/v1/tenants/{tenant['id']}/users", json=body, headers=headers).status_code == 201
+    client.post(
+        f"/v1/tenants/{tenant['id']}/subscriptions",
+        json={"sku": "audio_conferencing", "quantity": 1},
+        headers=OPERATOR,
+    )
+    assert (
+        client.post(f"/v1/tenants/{tenant['id']}/users", json=body, headers=headers).status_code
+        == 201
+    )
 
 
 def test_keys_belong_to_their_tenant(client):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
