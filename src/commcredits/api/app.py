@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from commcredits.adapters.payments import get_provider
 from commcredits.api import (
+    docs_models,
     errors,
     guards,
     metrics,
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(routes_calls.router)
     app.include_router(routes_notifications.router)
     app.include_router(routes_reports.router)
+    docs_models.install(app)
     return app
 
 

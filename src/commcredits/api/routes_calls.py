@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator, Field
 
+from commcredits.api import docs_models as docs
 from commcredits.api.auth import Principal, require_charging, require_permission
 from commcredits.api.context import AppContext, Auth, Ctx, on_database
 from commcredits.api.idempotency import idempotency_key, run_idempotent
@@ -83,7 +84,13 @@ def _check_started_at(started_at: datetime | None) -> None:
 # work placed by `on_database` (inline on SQLite, thread pool on PostgreSQL).
 
 
-@router.post("/calls", status_code=201, summary="Start a call: decide, hold, grant")
+@router.post(
+    "/calls",
+    status_code=201,
+    summary="Start a call: decide, hold, grant",
+    responses=docs.body(docs.CallStarted, "The decision (a denied call is answered 201 too)", 201),
+    openapi_extra=docs.idempotent(),
+)
 async def start_call(
     body: CallStart, request: Request, ctx: AppContext = Ctx, principal: Principal = Auth
 ) -> JSONResponse:
@@ -133,7 +140,12 @@ def _tenant_of_call(ctx: AppContext, principal: Principal, call_id: str, hint: s
     return tenant_id
 
 
-@router.post("/calls/{call_id}/update", summary="Report progress; extend the grant or terminate")
+@router.post(
+    "/calls/{call_id}/update",
+    summary="Report progress; extend the grant or terminate",
+    responses=docs.body(docs.CallUpdated, "Continue or terminate, with the grant"),
+    openapi_extra=docs.idempotent(),
+)
 async def update_call(
     call_id: str,
     body: CallUpdate,
@@ -165,7 +177,12 @@ def _update_call(
     return JSONResponse(result)
 
 
-@router.post("/calls/{call_id}/end", summary="End a call: post the exact charge")
+@router.post(
+    "/calls/{call_id}/end",
+    summary="End a call: post the exact charge",
+    responses=docs.body(docs.CallEnded, "The charge posted; ending twice answers the same"),
+    openapi_extra=docs.idempotent(),
+)
 async def end_call(
     call_id: str,
     body: CallEnd,
@@ -195,7 +212,11 @@ def _end_call(
     return JSONResponse(result)
 
 
-@router.get("/calls/{call_id}", summary="A call's state")
+@router.get(
+    "/calls/{call_id}",
+    summary="A call's state",
+    responses=docs.body(docs.CallView, "The call"),
+)
 def get_call(
     call_id: str,
     tenant_id: str | None = Query(None, max_length=64),
@@ -208,7 +229,12 @@ def get_call(
         return calls.call_view(connection, owner, call_id)
 
 
-@router.post("/cdrs", summary="Rate finished calls (offline charging)")
+@router.post(
+    "/cdrs",
+    summary="Rate finished calls (offline charging)",
+    responses=docs.body(docs.CdrResults, "One result per record"),
+    openapi_extra=docs.idempotent(),
+)
 def post_cdrs(
     body: CdrBatch, request: Request, ctx: AppContext = Ctx, principal: Principal = Auth
 ) -> dict[str, Any]:
@@ -248,7 +274,12 @@ def _month(value: str | None, timezone: str) -> str:
     return value
 
 
-@router.get("/tenants/{tenant_id}/pools", tags=["pools"], summary="Minute pools of a month")
+@router.get(
+    "/tenants/{tenant_id}/pools",
+    tags=["pools"],
+    summary="Minute pools of a month",
+    responses=docs.body(docs.PoolPage, "The pools of the month"),
+)
 def get_pools(
     tenant_id: str,
     month: str | None = Query(None, max_length=7),
@@ -264,7 +295,12 @@ def get_pools(
     return {"items": items, "month": wanted}
 
 
-@router.get("/tenants/{tenant_id}/overage", tags=["pools"], summary="NCE overage of a month")
+@router.get(
+    "/tenants/{tenant_id}/overage",
+    tags=["pools"],
+    summary="NCE overage of a month",
+    responses=docs.body(docs.Overage, "The month's overage"),
+)
 def get_overage(
     tenant_id: str,
     month: str | None = Query(None, max_length=7),

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 
+from commcredits.api import docs_models as docs
 from commcredits.api.auth import Principal, require_operator
 from commcredits.api.context import AppContext, Auth, Ctx
 from commcredits.core.money import is_known_currency
@@ -26,6 +27,7 @@ SERVICE = Literal["outbound", "conference_dialout", "tollfree_inbound"]
     openapi_extra={
         "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
     },
+    responses=docs.body(docs.RatesLoaded, "The deck is in force"),
 )
 async def put_rates(
     request: Request, ctx: AppContext = Ctx, principal: Principal = Auth
@@ -45,7 +47,11 @@ async def put_rates(
     return {"loaded": loaded}
 
 
-@router.get("/rates/lookup", summary="The rate row a number matches")
+@router.get(
+    "/rates/lookup",
+    summary="The rate row a number matches",
+    responses=docs.body(docs.RateRow, "The matched row, with what was read of the number"),
+)
 def lookup_rate(
     number: str = Query(..., max_length=32),
     service: SERVICE = Query("outbound"),
@@ -74,12 +80,20 @@ def lookup_rate(
     return result
 
 
-@router.get("/catalog/plans", summary="Included minutes and the conferencing zone")
+@router.get(
+    "/catalog/plans",
+    summary="Included minutes and the conferencing zone",
+    responses=docs.body(docs.Plans, "The plans in force"),
+)
 def get_plans(ctx: AppContext = Ctx, principal: Principal = Auth) -> dict[str, Any]:
     return catalog.get_plans(ctx.catalog)
 
 
-@router.put("/catalog/plans", summary="Set included minutes and the conferencing zone")
+@router.put(
+    "/catalog/plans",
+    summary="Set included minutes and the conferencing zone",
+    responses=docs.body(docs.Plans, "The plans now in force"),
+)
 def put_plans(
     document: dict[str, Any] = Body(...), ctx: AppContext = Ctx, principal: Principal = Auth
 ) -> dict[str, Any]:

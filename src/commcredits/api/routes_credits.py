@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from commcredits.api import docs_models as docs
 from commcredits.api import pagination
 from commcredits.api.auth import Principal, require_operator, require_permission
 from commcredits.api.context import AppContext, Auth, Ctx
@@ -63,14 +64,24 @@ def _money(field: str, text: str, currency: str, **flags: bool) -> Decimal:
         raise ValidationFailed(f"{field}: {exc.detail}") from exc
 
 
-@router.get("/credits", summary="Balance, holds, status, eligibility and auto-recharge")
+@router.get(
+    "/credits",
+    summary="Balance, holds, status, eligibility and auto-recharge",
+    responses=docs.body(docs.Credits, "The tenant's credits"),
+)
 def get_credits(tenant_id: str, ctx: AppContext = Ctx, principal: Principal = Auth) -> Any:
     require_permission(principal, tenant_id, Permission.READ)
     with read_transaction(ctx.engine) as connection:
         return funding.credits_view(connection, tenant_id)
 
 
-@router.post("/payment-methods", status_code=201, summary="Store a card")
+@router.post(
+    "/payment-methods",
+    status_code=201,
+    summary="Store a card",
+    responses=docs.body(docs.PaymentMethod, "The card (never its number)", 201),
+    openapi_extra=docs.idempotent(),
+)
 def add_payment_method(
     tenant_id: str,
     body: PaymentMethodCreate,
@@ -105,7 +116,11 @@ def add_payment_method(
     return JSONResponse(result, status_code=status)
 
 
-@router.get("/payment-methods", summary="List stored cards")
+@router.get(
+    "/payment-methods",
+    summary="List stored cards",
+    responses=docs.body(docs.PaymentMethodPage, "A page of cards, oldest first"),
+)
 def list_payment_methods(
     tenant_id: str,
     limit: int = Query(pagination.DEFAULT_PAGE_SIZE),
@@ -128,7 +143,15 @@ def remove_payment_method(
     return Response(status_code=204)
 
 
-@router.post("/credits/purchases", status_code=201, summary="Buy credits once")
+@router.post(
+    "/credits/purchases",
+    status_code=201,
+    summary="Buy credits once",
+    responses=docs.body(
+        docs.PurchaseMade, "The purchase: a failed one is a record too, and moves no money", 201
+    ),
+    openapi_extra=docs.idempotent(),
+)
 def purchase(
     tenant_id: str,
     body: PurchaseCreate,
@@ -153,7 +176,11 @@ def purchase(
     return JSONResponse(result, status_code=201)
 
 
-@router.get("/credits/purchases", summary="Purchases and auto-recharges, failed ones included")
+@router.get(
+    "/credits/purchases",
+    summary="Purchases and auto-recharges, failed ones included",
+    responses=docs.body(docs.PurchasePage, "A page of purchases"),
+)
 def list_purchases(
     tenant_id: str,
     limit: int = Query(pagination.DEFAULT_PAGE_SIZE),
@@ -166,7 +193,11 @@ def list_purchases(
         return funding.purchases_page(connection, tenant_id, limit, cursor)
 
 
-@router.get("/credits/purchases/{purchase_id}", summary="One purchase")
+@router.get(
+    "/credits/purchases/{purchase_id}",
+    summary="One purchase",
+    responses=docs.body(docs.Purchase, "The purchase"),
+)
 def get_purchase(
     tenant_id: str, purchase_id: str, ctx: AppContext = Ctx, principal: Principal = Auth
 ) -> dict[str, Any]:
@@ -175,7 +206,11 @@ def get_purchase(
         return funding.get_purchase(connection, tenant_id, purchase_id)
 
 
-@router.put("/credits/auto-recharge", summary="Set auto-recharge")
+@router.put(
+    "/credits/auto-recharge",
+    summary="Set auto-recharge",
+    responses=docs.body(docs.AutoRecharge, "The settings"),
+)
 def set_auto_recharge(
     tenant_id: str, body: AutoRechargeUpdate, ctx: AppContext = Ctx, principal: Principal = Auth
 ) -> dict[str, Any]:
@@ -194,14 +229,22 @@ def set_auto_recharge(
         return funding.set_auto_recharge(connection, tenant_id, wanted, principal.actor)
 
 
-@router.get("/credits/auto-recharge", summary="Read auto-recharge settings")
+@router.get(
+    "/credits/auto-recharge",
+    summary="Read auto-recharge settings",
+    responses=docs.body(docs.AutoRecharge, "The settings"),
+)
 def get_auto_recharge(tenant_id: str, ctx: AppContext = Ctx, principal: Principal = Auth) -> Any:
     require_permission(principal, tenant_id, Permission.READ)
     with read_transaction(ctx.engine) as connection:
         return funding.credits_view(connection, tenant_id)["auto_recharge"]
 
 
-@router.get("/credits/transactions", summary="Ledger lines")
+@router.get(
+    "/credits/transactions",
+    summary="Ledger lines",
+    responses=docs.body(docs.LedgerPage, "A page of ledger lines, oldest first"),
+)
 def transactions(
     tenant_id: str,
     from_: datetime | None = Query(None, alias="from"),
@@ -219,7 +262,13 @@ def transactions(
         return funding.transactions_page(connection, tenant_id, start, end, limit, cursor)
 
 
-@router.post("/credits/adjustments", status_code=201, summary="Post an adjustment (operator)")
+@router.post(
+    "/credits/adjustments",
+    status_code=201,
+    summary="Post an adjustment (operator)",
+    responses=docs.body(docs.LedgerLine, "The ledger line posted", 201),
+    openapi_extra=docs.idempotent(),
+)
 def adjustment(
     tenant_id: str,
     body: AdjustmentCreate,

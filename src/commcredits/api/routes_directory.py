@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from commcredits.api import docs_models as docs
 from commcredits.api import pagination
 from commcredits.api.auth import (
     Principal,
@@ -43,7 +44,14 @@ def _created(status_and_body: tuple[int, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-@router.post("/tenants", status_code=201, tags=["tenants"], summary="Create a tenant")
+@router.post(
+    "/tenants",
+    status_code=201,
+    tags=["tenants"],
+    summary="Create a tenant",
+    responses=docs.body(docs.Tenant, "The tenant", 201),
+    openapi_extra=docs.idempotent(),
+)
 def create_tenant(
     body: TenantCreate, request: Request, ctx: AppContext = Ctx, principal: Principal = Auth
 ) -> JSONResponse:
@@ -67,7 +75,12 @@ def create_tenant(
     )
 
 
-@router.get("/tenants/{tenant_id}", tags=["tenants"], summary="Read a tenant")
+@router.get(
+    "/tenants/{tenant_id}",
+    tags=["tenants"],
+    summary="Read a tenant",
+    responses=docs.body(docs.Tenant, "The tenant"),
+)
 def get_tenant(
     tenant_id: str, ctx: AppContext = Ctx, principal: Principal = Auth
 ) -> dict[str, Any]:
@@ -76,7 +89,12 @@ def get_tenant(
         return directory.tenant_dict(directory.require_tenant(connection, tenant_id))
 
 
-@router.patch("/tenants/{tenant_id}", tags=["tenants"], summary="Change a tenant")
+@router.patch(
+    "/tenants/{tenant_id}",
+    tags=["tenants"],
+    summary="Change a tenant",
+    responses=docs.body(docs.Tenant, "The tenant"),
+)
 def patch_tenant(
     tenant_id: str, body: TenantPatch, ctx: AppContext = Ctx, principal: Principal = Auth
 ) -> dict[str, Any]:
@@ -103,7 +121,12 @@ def _refuse_nulls(changes: dict[str, Any], nullable: tuple[str, ...] = ()) -> No
 
 
 @router.post(
-    "/tenants/{tenant_id}/subscriptions", status_code=201, tags=["licenses"], summary="Add seats"
+    "/tenants/{tenant_id}/subscriptions",
+    status_code=201,
+    tags=["licenses"],
+    summary="Add seats",
+    responses=docs.body(docs.Subscription, "The SKU's subscription with its seats", 201),
+    openapi_extra=docs.idempotent(),
 )
 def add_subscription(
     tenant_id: str,
@@ -129,7 +152,12 @@ def add_subscription(
     )
 
 
-@router.get("/tenants/{tenant_id}/subscriptions", tags=["licenses"], summary="List subscriptions")
+@router.get(
+    "/tenants/{tenant_id}/subscriptions",
+    tags=["licenses"],
+    summary="List subscriptions",
+    responses=docs.body(docs.SubscriptionPage, "A page of subscriptions, one per SKU"),
+)
 def list_subscriptions(
     tenant_id: str,
     limit: int = Query(pagination.DEFAULT_PAGE_SIZE),
@@ -160,7 +188,14 @@ def _require_users_or_read(principal: Principal, tenant_id: str) -> None:
 # --- users -----------------------------------------------------------------------------
 
 
-@router.post("/tenants/{tenant_id}/users", status_code=201, tags=["users"], summary="Create a user")
+@router.post(
+    "/tenants/{tenant_id}/users",
+    status_code=201,
+    tags=["users"],
+    summary="Create a user",
+    responses=docs.body(docs.User, "The user", 201),
+    openapi_extra=docs.idempotent(),
+)
 def create_user(
     tenant_id: str,
     body: UserCreate,
@@ -194,7 +229,12 @@ def create_user(
     )
 
 
-@router.get("/tenants/{tenant_id}/users", tags=["users"], summary="List users")
+@router.get(
+    "/tenants/{tenant_id}/users",
+    tags=["users"],
+    summary="List users",
+    responses=docs.body(docs.UserPage, "A page of users"),
+)
 def list_users(
     tenant_id: str,
     limit: int = Query(pagination.DEFAULT_PAGE_SIZE),
@@ -227,7 +267,12 @@ def _licenses_by_user(connection: Any, tenant_id: str, user_ids: list[str]) -> d
     return result
 
 
-@router.get("/tenants/{tenant_id}/users/{user_id}", tags=["users"], summary="Read a user")
+@router.get(
+    "/tenants/{tenant_id}/users/{user_id}",
+    tags=["users"],
+    summary="Read a user",
+    responses=docs.body(docs.User, "The user"),
+)
 def get_user(
     tenant_id: str, user_id: str, ctx: AppContext = Ctx, principal: Principal = Auth
 ) -> dict[str, Any]:
@@ -238,7 +283,12 @@ def get_user(
         )
 
 
-@router.patch("/tenants/{tenant_id}/users/{user_id}", tags=["users"], summary="Change a user")
+@router.patch(
+    "/tenants/{tenant_id}/users/{user_id}",
+    tags=["users"],
+    summary="Change a user",
+    responses=docs.body(docs.User, "The user"),
+)
 def patch_user(
     tenant_id: str,
     user_id: str,
@@ -272,6 +322,7 @@ def delete_user(
     "/tenants/{tenant_id}/users/{user_id}/licenses/{sku}",
     tags=["licenses"],
     summary="Assign a license (idempotent)",
+    responses=docs.body(docs.User, "The user, with the license"),
 )
 def assign_license(
     tenant_id: str, user_id: str, sku: SKU, ctx: AppContext = Ctx, principal: Principal = Auth
@@ -287,6 +338,7 @@ def assign_license(
     "/tenants/{tenant_id}/users/{user_id}/licenses/{sku}",
     tags=["licenses"],
     summary="Remove a license",
+    responses=docs.body(docs.User, "The user, without the license"),
 )
 def remove_license(
     tenant_id: str, user_id: str, sku: SKU, ctx: AppContext = Ctx, principal: Principal = Auth
@@ -306,6 +358,7 @@ def remove_license(
     status_code=201,
     tags=["tokens"],
     summary="Mint a token acting as this user",
+    responses=docs.body(docs.UserToken, "The token, with that user's roles", 201),
 )
 def mint_user_token(
     tenant_id: str, user_id: str, ctx: AppContext = Ctx, principal: Principal = Auth
@@ -320,7 +373,13 @@ def mint_user_token(
     return JSONResponse({"token": token, "kind": "user", "user_id": user.id}, status_code=201)
 
 
-@router.post("/charging-tokens", status_code=201, tags=["tokens"], summary="Mint a charging token")
+@router.post(
+    "/charging-tokens",
+    status_code=201,
+    tags=["tokens"],
+    summary="Mint a charging token",
+    responses=docs.body(docs.ChargingToken, "The voice platform's token", 201),
+)
 def mint_charging_token(
     body: ChargingTokenCreate | None = None, ctx: AppContext = Ctx, principal: Principal = Auth
 ) -> JSONResponse:

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
+from commcredits.api import docs_models as docs
 from commcredits.api import pagination
 from commcredits.api.auth import Principal, require_permission
 from commcredits.api.context import AppContext, Auth, Ctx
@@ -20,6 +21,7 @@ router = APIRouter(prefix="/v1/tenants/{tenant_id}", tags=["notifications"])
 @router.get(
     "/notifications",
     summary="Notification mails, newest first, with each recipient's delivery",
+    responses=docs.body(docs.NotificationPage, "A page of notifications"),
 )
 def list_notifications(
     tenant_id: str,

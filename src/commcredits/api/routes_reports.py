@@ -9,6 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from commcredits.api import docs_models as docs
 from commcredits.api import pagination
 from commcredits.api.auth import Principal, require_permission
 from commcredits.api.context import AppContext, Auth, Ctx
@@ -66,6 +67,7 @@ def _filter(
     summary="PSTN usage: one row per finished call (JSON page, or streamed CSV or xlsx)",
     responses={
         200: {
+            "model": docs.UsagePage,
             "content": {
                 "text/csv": {"schema": {"type": "string"}},
                 XLSX_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
@@ -109,6 +111,7 @@ def pstn_usage(
 @router.get(
     "/reports/pstn-usage/summary",
     summary="PSTN usage totals by day, user, destination or call type",
+    responses=docs.body(docs.UsageSummary, "Totals per key"),
 )
 def pstn_usage_summary(
     tenant_id: str,
@@ -128,6 +131,7 @@ def pstn_usage_summary(
     "/credits/recommendation",
     tags=["credits"],
     summary="Funding advice: one-time amount, auto-recharge threshold and amount",
+    responses=docs.body(docs.Recommendation, "The advice and what it is based on"),
 )
 def credits_recommendation(
     tenant_id: str, ctx: AppContext = Ctx, principal: Principal = Auth
