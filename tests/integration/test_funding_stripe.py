@@ -399,3 +399,28 @@ def test_key_still_in_use_at_stripe_is_unavailable_not_a_server_error(
     assert done.json()["status"] == "succeeded"
     assert len(intents_of(fake, tid)) == 1
     assert balance(client, tid) == "70.00"
+
+
+def test_a_card_retried_after_a_lost_answer_is_made_once_at_stripe(
+    client, stripe_app, fake, monkeypatch
+):
+    """Stripe keeps the card but its answer comes too late: the retry with the
+    same Idempotency-Key reuses what the first attempt made (Stripe keys of our
+    own per step), so the tenant ends with one card, one customer at Stripe."""
+    tenant = create_tenant(client)
+    tid = tenant["id"]
+    headers = {**admin(client, tid, "billing_admin"), "Idempotency-Key": unique("card")}
+    monkeypatch.setitem(stripe_app.state.ctx.services, "payments", short_timeout_provider(fake.url))
+    cards_before = set(fake.payment_methods)
+    fake.slow_seconds = SLOW_ANSWER_SECONDS
+    lost = add_card(client, tid, headers, "5555555555554444")
+    assert lost.status_code == 503, lost.text
+    fake.slow_seconds = 0
+    retried = add_card(client, tid, headers, "5555555555554444")
+    assert retried.status_code == 201, retried.text
+    made = set(fake.payment_methods) - cards_before
+    assert len(made) == 1, made
+    (customer,) = customers_of(fake, tid)
+    assert fake.payment_methods[made.pop()]["customer"] == customer
+    listing = client.get(f"/v1/tenants/{tid}/payment-methods", headers=headers)
+    assert [i["id"] for i in listing.json()["items"]] == [retried.json()["id"]]

@@ -96,7 +96,7 @@ def add_payment_method(
 
     def outside() -> Any:
         return funding.store_card(
-            provider, tenant_id, body.card_number, body.exp_month, body.exp_year
+            provider, tenant_id, body.card_number, body.exp_month, body.exp_year, key
         )
 
     def action(connection: Any, card: Any) -> tuple[int, Any]:

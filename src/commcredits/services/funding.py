@@ -14,6 +14,7 @@ the same Idempotency-Key, or the recharge runner, finishes it later.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -169,11 +170,33 @@ def payment_method_dict(row: Any) -> dict[str, Any]:
 
 
 def store_card(
-    provider: PaymentProvider, tenant_id: str, card_number: str, exp_month: int, exp_year: int
+    provider: PaymentProvider,
+    tenant_id: str,
+    card_number: str,
+    exp_month: int,
+    exp_year: int,
+    idempotency_key: str | None = None,
 ) -> Any:
-    """Ask the provider to keep the card; only its token and display fields come back."""
+    """Ask the provider to keep the card; only its token and display fields come back.
+
+    With the client's Idempotency-Key, the provider gets a key of its own
+    derived from it, the tenant and the card, so a retry after a lost answer
+    makes nothing twice, and a corrected request under a key whose first
+    attempt was refused is a new request at the provider too. (This key goes
+    only to the provider, which sees the card anyway; nothing of it is stored.)"""
+    provider_key = None
+    if idempotency_key is not None:
+        request = f"{tenant_id}\n{idempotency_key}\n{card_number}\n{exp_month}\n{exp_year}"
+        digest = hashlib.sha256(request.encode()).hexdigest()
+        provider_key = f"commcredits-card-{digest[:40]}"
     try:
-        return provider.store_card(card_number, exp_month, exp_year, customer_reference=tenant_id)
+        return provider.store_card(
+            card_number,
+            exp_month,
+            exp_year,
+            customer_reference=tenant_id,
+            idempotency_key=provider_key,
+        )
     except CardRejected as exc:
         if exc.code == "expired_card":
             raise ExpiredCard(f"the card has expired: {exc.detail}") from exc

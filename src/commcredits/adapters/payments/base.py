@@ -113,9 +113,18 @@ class PaymentProvider(Protocol):
     name: str
 
     def store_card(
-        self, card_number: str, exp_month: int, exp_year: int, *, customer_reference: str
+        self,
+        card_number: str,
+        exp_month: int,
+        exp_year: int,
+        *,
+        customer_reference: str,
+        idempotency_key: str | None = None,
     ) -> StoredCard:
-        """Keep the card with the provider. Raises CardRejected or ProviderUnavailable."""
+        """Keep the card with the provider. Raises CardRejected or ProviderUnavailable.
+
+        `idempotency_key` (from the client's Idempotency-Key) makes a retry after
+        a lost answer reuse what the first attempt made at the provider."""
         ...
 
     def charge(

@@ -115,7 +115,13 @@ class SimulatedProvider:
         self._lock = threading.Lock()
 
     def store_card(
-        self, card_number: str, exp_month: int, exp_year: int, *, customer_reference: str
+        self,
+        card_number: str,
+        exp_month: int,
+        exp_year: int,
+        *,
+        customer_reference: str,
+        idempotency_key: str | None = None,
     ) -> StoredCard:
         digits = _normalised_card_number(card_number)
         check_expiry_for_storing(exp_month, exp_year, self._clock())

@@ -87,21 +87,36 @@ class StripeProvider:
         )
 
     def store_card(
-        self, card_number: str, exp_month: int, exp_year: int, *, customer_reference: str
+        self,
+        card_number: str,
+        exp_month: int,
+        exp_year: int,
+        *,
+        customer_reference: str,
+        idempotency_key: str | None = None,
     ) -> StoredCard:
         # Checked here first so a passed expiry gives SPEC §2's expired_card
         # (Stripe calls it invalid_expiry_year) and no Stripe object is made.
         check_expiry_for_storing(exp_month, exp_year, utc_today())
+
+        def options(step: str) -> Any:
+            # One Stripe key per step: a retry after a lost answer gets the
+            # objects the first attempt made, not a second customer and card.
+            if idempotency_key is None:
+                return {}
+            return {"idempotency_key": f"{idempotency_key}:{step}"}
+
         try:
             # The card first: a refused card leaves no customer behind.
             payment_method = self._client.v1.payment_methods.create(
                 {
                     "type": "card",
                     "card": {"number": card_number, "exp_month": exp_month, "exp_year": exp_year},
-                }
+                },
+                options("payment_method"),
             )
             customer = self._client.v1.customers.create(
-                {"metadata": {"tenant_reference": customer_reference}}
+                {"metadata": {"tenant_reference": customer_reference}}, options("customer")
             )
         except stripe.CardError as error:
             raise _card_rejected(error) from error
@@ -109,7 +124,7 @@ class StripeProvider:
             raise ProviderUnavailable(f"stripe: storing a card failed: {error}") from error
         try:
             payment_method = self._client.v1.payment_methods.attach(
-                payment_method.id, {"customer": customer.id}
+                payment_method.id, {"customer": customer.id}, options("attach")
             )
         except stripe.StripeError as error:
             self._delete_customer_quietly(customer.id)
