@@ -156,11 +156,12 @@ def test_a_worker_killed_mid_batch_loses_nothing(database_url, slow_sink, tmp_pa
 # --- several processes ----------------------------------------------------------------------------
 
 
+# Several worker processes are a PostgreSQL setup (SQLite has one writer).
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_two_worker_processes_on_postgresql_send_each_message_once(
     database_url, slow_sink, tmp_path
 ):
-    if not database_url.startswith("postgres"):
-        pytest.skip("several processes share a PostgreSQL database")
+    assert database_url.startswith("postgres")
     senders = ["one@commcredits.test", "two@commcredits.test"]
     logs = [tmp_path / "one.log", tmp_path / "two.log"]
     workers = [

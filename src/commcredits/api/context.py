@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from commcredits.api.auth import Principal, TokenCache, authenticate
+from commcredits.api.auth import PRINCIPAL_SCOPE_KEY, Principal, TokenCache, authenticate
 from commcredits.config import Settings
 from commcredits.services.catalog import Catalog
 
@@ -32,6 +32,9 @@ async def get_ctx(request: Request) -> AppContext:
 
 
 async def get_principal(request: Request) -> Principal:
+    known = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if isinstance(known, Principal):  # the request guard authenticated /v1 already
+        return known
     # A token read from the database on a cache miss: placed like any other
     # database work (see on_database below).
     return await on_database(request.app.state.ctx, authenticate, request)
