@@ -119,7 +119,7 @@ def test_a_day_and_a_half_outage_loses_nothing_and_counts_no_attempt(database_ur
         assert waits[-1] == CAP and max(waits) == CAP
         items = listing(client, tenant_id)
         assert {item["status"] for item in items} == {"pending"}
-        assert all(r["last_error"] for item in items for r in item["recipients"])
+        assert all(r["last_error"] for item in items for r in item["deliveries"])
 
         sink.start()  # back up, on the same port
         run_until_idle(app, at + CAP)
@@ -495,8 +495,8 @@ def test_a_delivery_being_sent_is_listed_as_pending(database_url, sink):
         assert {row.status for row in deliveries(engine, tenant_id)} == {"sending"}
         (item,) = listing(client, tenant_id)
     assert item["status"] == "pending"
-    assert [r["status"] for r in item["recipients"]] == ["pending", "pending"]
-    assert [r["next_attempt_at"] for r in item["recipients"]] == [None, None]
+    assert [r["status"] for r in item["deliveries"]] == ["pending", "pending"]
+    assert [r["next_attempt_at"] for r in item["deliveries"]] == [None, None]
 
 
 # --- pure parts ------------------------------------------------------------------------------------

@@ -217,7 +217,7 @@ def test_the_server_processes_own_worker_sends_an_event(database_url, tmp_path):
         assert (item["event"], item["status"]) == ("balance_depleted", "sent")
         (mail,) = [m for m in sink.received() if m.message["X-Commcredits-Tenant"] == tenant_id]
         assert (mail.recipient, mail.mail_from) == (admin["upn"], MAIL_FROM)
-        assert mail.message_id == item["recipients"][0]["message_id"]
+        assert mail.message_id == item["deliveries"][0]["message_id"]
     finally:
         server.stop()
         sink.stop()

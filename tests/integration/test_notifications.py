@@ -265,19 +265,19 @@ def test_recipients_are_fixed_when_the_event_happens(mail_app, sink):
             assert response.status_code == 200, response.text
         # The first event's recipients did not move with the roles.
         (first,) = listing(client, tenant_id)["items"]
-        assert [r["address"] for r in first["recipients"]] == [was_admin["upn"]]
+        assert [r["address"] for r in first["deliveries"]] == [was_admin["upn"]]
         adjust(client, tenant_id, "60")
         adjust(client, tenant_id, "-60")  # the second, after the change
         deliver_all(mail_app)
         second, first = listing(client, tenant_id)["items"]
-    assert [r["address"] for r in first["recipients"]] == [was_admin["upn"]]
-    assert [r["address"] for r in second["recipients"]] == [becomes_admin["upn"]]
+    assert [r["address"] for r in first["deliveries"]] == [was_admin["upn"]]
+    assert [r["address"] for r in second["deliveries"]] == [becomes_admin["upn"]]
     assert {first["status"], second["status"]} == {"sent"}
     got = sorted((mail.recipient, mail.message_id) for mail in of_tenant(sink, tenant_id))
     assert got == sorted(
         [
-            (was_admin["upn"], first["recipients"][0]["message_id"]),
-            (becomes_admin["upn"], second["recipients"][0]["message_id"]),
+            (was_admin["upn"], first["deliveries"][0]["message_id"]),
+            (becomes_admin["upn"], second["deliveries"][0]["message_id"]),
         ]
     )
 
@@ -352,7 +352,7 @@ def test_headers_are_those_of_the_delivery(scenario, mail_app):
     assert message["Auto-Submitted"] == "auto-generated"
     assert message["Date"] is not None
     items = {item["event"]: item for item in scenario["after"]["items"]}
-    stored = {r["address"]: r["message_id"] for r in items["balance_depleted"]["recipients"]}
+    stored = {r["address"]: r["message_id"] for r in items["balance_depleted"]["deliveries"]}
     assert stored[mail.recipient] == mail.message_id
 
 
@@ -365,15 +365,17 @@ def test_listing_before_and_after_delivery(scenario):
     assert before["smtp_configured"] is True and "note" not in before
     for item in before["items"]:
         assert item["status"] == "pending" and item["sent_at"] is None
-        assert {r["status"] for r in item["recipients"]} == {"pending"}
+        assert {r["status"] for r in item["deliveries"]} == {"pending"}
     for item in after["items"]:
         assert item["status"] == "sent"
-        addresses = {r["address"] for r in item["recipients"]}
+        addresses = {r["address"] for r in item["deliveries"]}
         assert addresses == scenario["expected"]
-        for recipient in item["recipients"]:
+        # API.md's recipients: the addresses, each once, in the deliveries' order.
+        assert item["recipients"] == [r["address"] for r in item["deliveries"]]
+        for recipient in item["deliveries"]:
             assert recipient["status"] == "sent" and recipient["attempts"] == 1
             assert recipient["last_error"] is None and recipient["sent_at"]
-        assert item["sent_at"] == max(r["sent_at"] for r in item["recipients"])
+        assert item["sent_at"] == max(r["sent_at"] for r in item["deliveries"])
         assert item["subject"] and item["text"]
     failed = next(item for item in after["items"] if item["event"] == "recharge_failed")
     assert failed["payload"]["failure_code"] == "expired_card"
@@ -439,15 +441,15 @@ def test_without_smtp_mails_wait_in_the_outbox_and_are_readable(outbox_app, sink
     assert page["smtp_configured"] is False and "COMMCREDITS_SMTP_URL" in page["note"]
     (item,) = page["items"]
     assert (item["event"], item["status"], item["sent_at"]) == ("balance_depleted", "pending", None)
-    assert item["recipients"] == [
+    assert item["deliveries"] == [
         {
             "address": user["upn"],
             "status": "pending",
             "attempts": 0,
             "sent_at": None,
-            "next_attempt_at": item["recipients"][0]["next_attempt_at"],
+            "next_attempt_at": item["deliveries"][0]["next_attempt_at"],
             "last_error": None,
-            "message_id": item["recipients"][0]["message_id"],
+            "message_id": item["deliveries"][0]["message_id"],
         }
     ]
     assert item["subject"] == "Fabrikam: Communications Credits balance depleted (0.00 USD)"
@@ -462,7 +464,7 @@ def test_event_without_recipients_has_nothing_left_to_send(outbox_app):
         adjust(client, tenant["id"], "60")
         adjust(client, tenant["id"], "-60")
         (item,) = listing(client, tenant["id"])["items"]
-    assert (item["event"], item["recipients"], item["status"]) == ("balance_depleted", [], "sent")
+    assert (item["event"], item["deliveries"], item["status"]) == ("balance_depleted", [], "sent")
 
 
 def test_event_status_rules():
@@ -482,7 +484,7 @@ def test_failed_recipient_makes_the_event_failed(outbox_app):
         adjust(client, tenant["id"], "60")
         adjust(client, tenant["id"], "-60")
         (item,) = listing(client, tenant["id"])["items"]
-        first, second = (r["address"] for r in item["recipients"])
+        first, second = (r["address"] for r in item["deliveries"])
         d = t.deliveries
         with engine.begin() as connection:
             connection.execute(
@@ -497,6 +499,6 @@ def test_failed_recipient_makes_the_event_failed(outbox_app):
             )
         (item,) = listing(client, tenant["id"])["items"]
     assert (item["status"], item["sent_at"]) == ("failed", None)
-    assert {r["address"]: r["last_error"] for r in item["recipients"]}[second] == (
+    assert {r["address"]: r["last_error"] for r in item["deliveries"]}[second] == (
         "550 mailbox unavailable"
     )

@@ -401,7 +401,7 @@ class Recommendation(Doc):
     note: str
 
 
-class Recipient(Doc):
+class Delivery(Doc):
     address: str
     status: Literal["pending", "sent", "failed"]
     attempts: int
@@ -417,7 +417,8 @@ class Notification(Doc):
     status: Literal["pending", "sent", "failed"]
     created_at: datetime
     sent_at: datetime | None
-    recipients: list[Recipient]
+    recipients: list[str] = Field(description="The addresses mailed, each once")
+    deliveries: list[Delivery] = Field(description="Per recipient: status, attempts, Message-ID")
     subject: str
     text: str
     payload: dict[str, Any]

@@ -586,7 +586,10 @@ def _item(event: Any, deliveries: list[Any], tenant_name: str, admin_url: str) -
         "status": status,
         "created_at": rfc3339(event.created_at),
         "sent_at": sent_at,
-        "recipients": [
+        # API.md's `recipients` is the list of addresses; what became of each
+        # (status, attempts, Message-ID) is in `deliveries`, in the same order.
+        "recipients": [row.recipient for row in deliveries],
+        "deliveries": [
             {
                 "address": row.recipient,
                 # API.md knows pending|sent|failed: one being sent is still pending.
