@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from commcredits.api.auth import PRINCIPAL_SCOPE_KEY, Principal, TokenCache, authenticate
 from commcredits.config import Settings
 from commcredits.services.catalog import Catalog
+from commcredits.store.db import sqlite_writer_busy
 
 
 @dataclass
@@ -60,6 +61,8 @@ async def on_database(
     adds work. On PostgreSQL each statement waits on a round trip, so the
     work goes to the thread pool and the loop keeps serving others meanwhile.
     """
-    if ctx.engine.dialect.name == "sqlite":
+    if ctx.engine.dialect.name == "sqlite" and not sqlite_writer_busy(ctx.engine):
         return work(*args, **kwargs)
+    # PostgreSQL, or SQLite while another thread writes (a CDR batch can hold
+    # the writer for a second): waiting there must not stall the event loop.
     return await run_in_threadpool(work, *args, **kwargs)

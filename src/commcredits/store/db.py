@@ -86,6 +86,13 @@ def _writer_lock(engine: Engine) -> threading.Lock | None:
     return _sqlite_writers.setdefault(id(engine), threading.Lock())
 
 
+def sqlite_writer_busy(engine: Engine) -> bool:
+    """True while a thread of this process holds the SQLite writer lock (a CDR
+    batch, a background job): work started now would wait for it."""
+    lock = _writer_lock(engine)
+    return lock is not None and lock.locked()
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """One write transaction: BEGIN IMMEDIATE on SQLite, READ COMMITTED on PostgreSQL."""
