@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table
@@ -26,7 +27,8 @@ MAX_ROWS_PER_CALL = 10_000
 @dataclass(frozen=True)
 class _InsertPlan:
     sql: str
-    columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    values_of: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # a row's values, in column order
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column index, bind processor)
 
 
 _plans: dict[tuple[str, str], _InsertPlan] = {}
@@ -37,12 +39,14 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
     if not rows:
         return
     plan = _plan(connection.dialect, table)
-    columns = plan.columns
+    values_of, processors = plan.values_of, plan.processors
     for start in range(0, len(rows), MAX_ROWS_PER_CALL):
-        parameters = [
-            tuple(row[name] if process is None else process(row[name]) for name, process in columns)
-            for row in rows[start : start + MAX_ROWS_PER_CALL]
-        ]
+        parameters = []
+        for row in rows[start : start + MAX_ROWS_PER_CALL]:
+            values = list(values_of(row))
+            for index, process in processors:
+                values[index] = process(values[index])
+            parameters.append(tuple(values))
         connection.exec_driver_sql(plan.sql, parameters)
 
 
@@ -53,14 +57,17 @@ def _plan(dialect: Dialect, table: Table) -> _InsertPlan:
         placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
         preparer = dialect.identifier_preparer
         names = [column.name for column in table.columns]
+        assert len(names) > 1, table.name  # itemgetter of one name gives a bare value
         sql = (
             f"INSERT INTO {preparer.format_table(table)} "
             f"({', '.join(preparer.quote(name) for name in names)}) "
             f"VALUES ({', '.join([placeholder] * len(names))})"
         )
         processors = tuple(
-            (column.name, column.type._cached_bind_processor(dialect)) for column in table.columns
+            (index, process)
+            for index, column in enumerate(table.columns)
+            if (process := column.type._cached_bind_processor(dialect)) is not None
         )
-        plan = _InsertPlan(sql, processors)
+        plan = _InsertPlan(sql, itemgetter(*names), processors)
         _plans[key] = plan
     return plan
