@@ -19,7 +19,7 @@ from commcredits.api.app import create_app
 from commcredits.services.funding import resolve_pending
 from commcredits.store import tables as t
 from tests.conftest import make_settings
-from tests.support.api import OPERATOR, admin, create_tenant, unique
+from tests.support.api import OPERATOR, admin, buy, create_tenant, unique
 
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
@@ -51,22 +51,6 @@ def add_card(
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
-
-
-def buy(
-    client: Any,
-    tenant_id: str,
-    headers: dict[str, str],
-    amount: str,
-    payment_method_id: str,
-    key: str | None = None,
-) -> Any:
-    extra = {"Idempotency-Key": key} if key else {}
-    return client.post(
-        f"/v1/tenants/{tenant_id}/credits/purchases",
-        json={"amount": amount, "payment_method_id": payment_method_id},
-        headers={**headers, **extra},
-    )
 
 
 def credits(client: Any, tenant_id: str, headers: dict[str, str] = OPERATOR) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from commcredits.services.funding import resolve_pending
 from commcredits.store import tables as t
 from tests.conftest import BACKENDS, fresh_database_url, make_settings
 from tests.integration.fake_stripe import FakeStripe
-from tests.support.api import OPERATOR, admin, create_tenant, unique
+from tests.support.api import OPERATOR, admin, buy, create_tenant, unique
 
 API_KEY = "sk_test_x"
 CARD_OK = "4242424242424242"
@@ -135,22 +135,6 @@ def setup_tenant(client: Any, **overrides: Any) -> tuple[str, dict[str, str], st
     card = add_card(client, tenant["id"], headers, CARD_OK)
     assert card.status_code == 201, card.text
     return tenant["id"], headers, str(card.json()["id"])
-
-
-def buy(
-    client: Any,
-    tenant_id: str,
-    headers: dict[str, str],
-    amount: str,
-    card: str,
-    key: str | None = None,
-) -> Any:
-    extra = {"Idempotency-Key": key} if key else {}
-    return client.post(
-        f"/v1/tenants/{tenant_id}/credits/purchases",
-        json={"amount": amount, "payment_method_id": card},
-        headers={**headers, **extra},
-    )
 
 
 def balance(client: Any, tenant_id: str) -> str:

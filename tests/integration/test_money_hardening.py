@@ -25,7 +25,7 @@ from commcredits.services.verify import verify_ledger
 from commcredits.store import tables as t
 from tests.conftest import BACKENDS, fresh_database_url, make_settings
 from tests.integration.fake_stripe import FakeStripe
-from tests.support.api import OPERATOR, admin, create_tenant, unique
+from tests.support.api import OPERATOR, admin, buy, create_tenant, unique
 
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
@@ -68,22 +68,6 @@ def post_card(
     extra = {"Idempotency-Key": key} if key else {}
     return client.post(
         f"/v1/tenants/{tenant_id}/payment-methods", json=body, headers={**headers, **extra}
-    )
-
-
-def buy(
-    client: Any,
-    tenant_id: str,
-    headers: dict[str, str],
-    amount: str,
-    card: str,
-    key: str | None = None,
-) -> Any:
-    extra = {"Idempotency-Key": key} if key else {}
-    return client.post(
-        f"/v1/tenants/{tenant_id}/credits/purchases",
-        json={"amount": amount, "payment_method_id": card},
-        headers={**headers, **extra},
     )
 
 

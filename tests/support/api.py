@@ -70,3 +70,20 @@ def charging_token(client: Any, tenant_id: str | None = None) -> dict[str, str]:
     response = client.post("/v1/charging-tokens", json=body, headers=OPERATOR)
     assert response.status_code == 201, response.text
     return bearer(response.json()["token"])
+
+
+def buy(
+    client: Any,
+    tenant_id: str,
+    headers: dict[str, str],
+    amount: str,
+    payment_method_id: str,
+    key: str | None = None,
+) -> Any:
+    """POST .../credits/purchases, with an Idempotency-Key when given; the raw answer."""
+    extra = {"Idempotency-Key": key} if key else {}
+    return client.post(
+        f"/v1/tenants/{tenant_id}/credits/purchases",
+        json={"amount": amount, "payment_method_id": payment_method_id},
+        headers={**headers, **extra},
+    )
