@@ -20,6 +20,7 @@ from commcredits.services.funding import resolve_pending
 from commcredits.store import tables as t
 from tests.conftest import make_settings
 from tests.support.api import OPERATOR, admin, buy, create_tenant, unique
+from tests.support.payments import CountingProvider
 
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
@@ -119,22 +120,6 @@ def funded_tenant(client: Any, **overrides: Any) -> tuple[str, dict[str, str], s
     headers = billing_admin(client, tenant["id"])
     card = add_card(client, tenant["id"], headers)
     return tenant["id"], headers, card["id"]
-
-
-class CountingProvider:
-    """Wraps the app's payment provider and records every charge it is asked for."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.charge_keys: list[str] = []
-
-    def store_card(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.store_card(*args, **kwargs)
-
-    def charge(self, *args: Any, **kwargs: Any) -> Any:
-        self.charge_keys.append(kwargs["idempotency_key"])
-        return self.inner.charge(*args, **kwargs)
 
 
 @pytest.fixture()

@@ -17,12 +17,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from commcredits.adapters.payments.stripe_provider import StripeProvider
-from commcredits.api.app import create_app
 from commcredits.services.funding import resolve_pending
 from commcredits.store import tables as t
-from tests.conftest import BACKENDS, fresh_database_url, make_settings
+from tests.conftest import BACKENDS
 from tests.integration.fake_stripe import FakeStripe
 from tests.support.api import OPERATOR, admin, buy, create_tenant, unique
+from tests.support.payments import stripe_backed_app
 
 API_KEY = "sk_test_x"
 CARD_OK = "4242424242424242"
@@ -47,15 +47,7 @@ def fake() -> Iterator[FakeStripe]:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def stripe_app(request: pytest.FixtureRequest, pg_cluster: Any, fake: FakeStripe) -> Any:
-    url = fresh_database_url(request.param, pg_cluster)
-    return create_app(
-        make_settings(
-            url,
-            COMMCREDITS_PAYMENT_PROVIDER="stripe",
-            STRIPE_API_KEY=API_KEY,
-            STRIPE_API_BASE=fake.url,
-        )
-    )
+    return stripe_backed_app(request.param, pg_cluster, API_KEY, fake.url)
 
 
 @pytest.fixture()

@@ -26,6 +26,7 @@ from commcredits.store import tables as t
 from tests.conftest import BACKENDS, fresh_database_url, make_settings
 from tests.integration.fake_stripe import FakeStripe
 from tests.support.api import OPERATOR, admin, buy, create_tenant, unique
+from tests.support.payments import CountingProvider, stripe_backed_app
 
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
@@ -113,24 +114,6 @@ def balance(client: Any, tenant_id: str) -> str:
     return str(response.json()["balance"])
 
 
-class CountingProvider:
-    """The app's own provider, with every call it is asked for recorded."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.stored: list[str] = []
-        self.charged: list[str] = []
-
-    def store_card(self, card_number: str, *args: Any, **kwargs: Any) -> Any:
-        self.stored.append(card_number[-4:])
-        return self.inner.store_card(card_number, *args, **kwargs)
-
-    def charge(self, *args: Any, **kwargs: Any) -> Any:
-        self.charged.append(kwargs["idempotency_key"])
-        return self.inner.charge(*args, **kwargs)
-
-
 @pytest.fixture()
 def counting(app: Any, monkeypatch: pytest.MonkeyPatch) -> CountingProvider:
     services = app.state.ctx.services
@@ -209,15 +192,7 @@ def fake() -> Iterator[FakeStripe]:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def stripe_app(request: pytest.FixtureRequest, pg_cluster: Any, fake: FakeStripe) -> Any:
-    url = fresh_database_url(request.param, pg_cluster)
-    return create_app(
-        make_settings(
-            url,
-            COMMCREDITS_PAYMENT_PROVIDER="stripe",
-            STRIPE_API_KEY=STRIPE_KEY,
-            STRIPE_API_BASE=fake.url,
-        )
-    )
+    return stripe_backed_app(request.param, pg_cluster, STRIPE_KEY, fake.url)
 
 
 @pytest.fixture()
@@ -285,7 +260,7 @@ def test_a_purchase_past_the_balance_ceiling_charges_nothing(client, engine, cou
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "validation_error"
     assert "nothing was charged" in response.json()["detail"]
-    assert counting.charged == []
+    assert counting.charge_keys == []
     assert purchases_of(engine, tid) == []
     assert key_rows(engine, tid) == []
     assert balance(client, tid) == format(near, "f")
